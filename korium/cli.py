@@ -1,0 +1,184 @@
+"""The ``korium`` command: identities, installed plugins, and plugin subcommands."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+import korium
+from korium.errors import KoriumError, ProofOfWorkCancelledError
+from korium.identity import DEFAULT_DIFFICULTY, NodeIdentity, PowProgress
+from korium.identity.keys import Keypair
+from korium.identity.pow import solve_pow
+from korium.plugins import inspect_installed, installed_plugin_objects, new_plugin_manager
+
+console = Console(stderr=True)
+out = Console()
+
+
+def default_key_file() -> Path:
+    """``$KORIUM_KEY_FILE``, else ``$XDG_CONFIG_HOME/korium/identity.pem``."""
+    if env := os.environ.get("KORIUM_KEY_FILE"):
+        return Path(env)
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / "korium" / "identity.pem"
+
+
+key_file_option = click.option(
+    "--key-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=default_key_file,
+    show_default="$KORIUM_KEY_FILE or ~/.config/korium/identity.pem",
+    help="Node key file.",
+)
+
+
+@click.group()
+@click.version_option(korium.__version__, prog_name="korium")
+def cli() -> None:
+    """korium: a peer-to-peer networking fabric."""
+
+
+@cli.command("plugins")
+def plugins_command() -> None:
+    """List installed plugins: versions, capabilities and hooks."""
+    reports = inspect_installed()
+    if not reports:
+        out.print("No plugins installed. Install some with: pip install 'korium\\[all]'")
+        return
+    for report in reports:
+        source = f" ({report.distribution})" if report.distribution else ""
+        out.print(f"[bold]{report.name}[/bold] {report.version or '?'}{source}", highlight=False)
+        if report.info is None:
+            out.print(f"  [red]error[/red]     {escape(report.error or '')}")
+            continue
+        if report.info.description:
+            out.print(f"  {escape(report.info.description)}")
+        rows = {
+            "provides": ", ".join(c.name for c in report.info.provides),
+            "requires": ", ".join(c.name for c in report.info.requires),
+            "replaces": ", ".join(report.info.replaces),
+            "hooks": ", ".join(h.removeprefix("korium_") for h in report.hooks),
+        }
+        for label, value in rows.items():
+            out.print(f"  {label:<9} {escape(value) or '-'}", highlight=False)
+
+
+@cli.group("identity")
+def identity_group() -> None:
+    """Create and inspect node identities (key + proof of work)."""
+
+
+@identity_group.command("new")
+@key_file_option
+@click.option(
+    "--difficulty",
+    type=click.IntRange(0, 64),
+    default=DEFAULT_DIFFICULTY,
+    show_default=True,
+    help="Proof-of-work bits.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1),
+    default=None,
+    help="Processes to search with [default: every core].",
+)
+@click.option("--force", is_flag=True, help="Overwrite an existing key file.")
+def identity_new(key_file: Path, difficulty: int, workers: int | None, force: bool) -> None:
+    """Generate a keypair and its proof of work, and save them to KEY_FILE (mode 0600)."""
+    if key_file.exists() and not force:
+        raise click.ClickException(
+            f"{key_file} already exists; use --force to replace it (the old identity is lost)"
+        )
+    keypair = Keypair.generate()
+    expected = 2**difficulty
+    columns = (
+        SpinnerColumn(),
+        TextColumn(f"PoW {difficulty} bits"),
+        BarColumn(bar_width=20),
+        TextColumn("{task.fields[done]} / ~{task.fields[expected]} hashes"),
+        TextColumn("{task.fields[rate]}"),
+        TextColumn("{task.fields[eta]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task(
+            "pow", total=expected, done="0", expected=_si(expected), rate="", eta=""
+        )
+
+        def show(snapshot: PowProgress) -> None:
+            remaining = snapshot.expected_remaining
+            bar.update(
+                task,
+                completed=snapshot.hashes,
+                total=max(expected, snapshot.hashes),
+                done=_si(snapshot.hashes),
+                rate=f"{_si(snapshot.rate)}H/s x{snapshot.workers}",
+                eta=f"mean total ~{remaining:.1f}s" if remaining is not None else "",
+            )
+
+        try:
+            proof = solve_pow(keypair.identity, difficulty, workers=workers, progress=show)
+        except (KeyboardInterrupt, ProofOfWorkCancelledError):
+            console.print("[yellow]cancelled[/yellow]: no key file written")
+            sys.exit(130)
+    node_identity = NodeIdentity(keypair, proof)
+    try:
+        path = node_identity.save(key_file, overwrite=force)
+    except KoriumError as exc:
+        raise click.ClickException(str(exc)) from None
+    out.print(f"identity  {node_identity.identity}")
+    out.print(f"strength  {node_identity.strength} bits (required {difficulty})")
+    out.print(f"key file  {path}")
+
+
+@identity_group.command("show")
+@key_file_option
+@click.option(
+    "--difficulty",
+    type=click.IntRange(0, 64),
+    default=0,
+    show_default=True,
+    help="Refuse the file unless its proof reaches this many bits.",
+)
+def identity_show(key_file: Path, difficulty: int) -> None:
+    """Show the identity stored in KEY_FILE and the strength of its proof of work."""
+    try:
+        node_identity = NodeIdentity.load(key_file, difficulty=difficulty)
+    except KoriumError as exc:
+        raise click.ClickException(str(exc)) from None
+    out.print(f"identity  {node_identity.identity}")
+    out.print(f"strength  {node_identity.strength} bits (spec default {DEFAULT_DIFFICULTY})")
+    out.print(f"pow nonce {node_identity.proof.nonce}")
+    out.print(f"key file  {key_file}")
+
+
+def _si(value: float) -> str:
+    """1234567 -> '1.2M': compact counts for the progress line."""
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= size:
+            return f"{value / size:.1f}{unit}"
+    return f"{value:.0f}"
+
+
+def _add_plugin_commands() -> None:
+    pm = new_plugin_manager()
+    for plugin in installed_plugin_objects():
+        try:
+            pm.register(plugin)
+        except ValueError:
+            continue  # the same module installed twice under two names
+    pm.hook.korium_cli_commands(cli=cli)
+
+
+def main() -> None:
+    """Entry point of the ``korium`` command."""
+    _add_plugin_commands()
+    cli()
