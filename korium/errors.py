@@ -1,7 +1,9 @@
 """One hierarchy for every error korium raises.
 
-Everything that crosses the public API derives from :class:`KoriumError`, so an application can
-catch one type. Messages say what went wrong and what to do about it.
+Everything that can go wrong at run time (bad input from peers or files, the network, the
+environment) raises a :class:`KoriumError`, so an application can catch one type. Calling an
+API with arguments of the wrong type or range is a programming error and raises ``TypeError`` or
+``ValueError`` as usual. Messages say what went wrong and what to do about it.
 """
 
 from __future__ import annotations
@@ -70,11 +72,11 @@ class ContactError(KoriumError):
 
 
 class ContactDecodeError(ContactError):
-    """The bytes are not an encoded contact record (truncated, wrong types, too large)."""
+    """The bytes are not MessagePack of a contact record (truncated, not UTF-8, too large)."""
 
 
 class ContactStructureError(ContactError, ValueError):
-    """The record decodes but breaks a structural rule (address count or size, lengths)."""
+    """The record breaks a structural rule (field types, address count or size, lengths)."""
 
 
 class ContactSignatureError(ContactError):
@@ -168,3 +170,53 @@ class CapabilityMissing(PluginError):
         self.capability = capability
         self.needed_by = needed_by
         self.extra = extra
+
+
+# -- transport and rpc ------------------------------------------------------------------------
+
+
+class TransportError(KoriumError):
+    """The node's socket or transport failed (bind error, node closed)."""
+
+
+class RpcError(KoriumError):
+    """Base class for every way a request to a peer can fail."""
+
+
+class RpcTimeoutError(RpcError, TimeoutError):
+    """No response within the request's timeout. The peer may still have handled it."""
+
+
+class PeerUnreachableError(RpcError):
+    """No connection to the peer could be established (no address, no answer, refused)."""
+
+
+class IdentityMismatchError(PeerUnreachableError):
+    """The peer at the address is not the identity we dialled, or refused ours.
+
+    Raised during the handshake: no request was sent.
+    """
+
+
+class ProtocolNotSupportedError(RpcError):
+    """The peer has no handler for the requested protocol (its plugin is not installed)."""
+
+
+class RemoteError(RpcError):
+    """The peer's handler failed; ``message`` is the peer's description, ``code`` its kind."""
+
+    def __init__(self, message: str, *, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class RequestTooLargeError(RpcError):
+    """The request exceeds the size limit; it was not sent (or the peer refused it)."""
+
+
+class ResponseTooLargeError(RpcError):
+    """The peer's response exceeds the size limit; it was discarded unread."""
+
+
+class ConnectionLostError(RpcError):
+    """The connection closed while the request was in flight; it may or may not have run."""

@@ -1,5 +1,6 @@
 """Identities: Ed25519 keys, S/Kademlia proof of work, signed contact records, key files."""
 
+from korium.identity._pow_search import POW_DOMAIN
 from korium.identity.contact import (
     CONTACT_DOMAIN,
     DEFAULT_MAX_AGE_S,
@@ -15,7 +16,6 @@ from korium.identity.node_identity import NodeIdentity
 from korium.identity.pow import (
     DEFAULT_DIFFICULTY,
     MAX_DIFFICULTY,
-    POW_DOMAIN,
     PowProgress,
     ProofOfWork,
     leading_zero_bits,

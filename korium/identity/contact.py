@@ -34,7 +34,7 @@ from korium.errors import (
     SignatureError,
 )
 from korium.identity.keys import SIGNATURE_LEN, Identity, Keypair
-from korium.identity.pow import WIRE_INT_MAX, ProofOfWork
+from korium.identity.pow import WIRE_INT_MAX, ProofOfWork, check_difficulty
 
 CONTACT_DOMAIN: Final = b"korium-contact-v1:"
 MAX_ADDRESSES: Final = 16
@@ -67,7 +67,10 @@ class Contact(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_field
                 f"a contact holds at most {MAX_ADDRESSES} addresses, got {len(self.addresses)}"
             )
         for address in self.addresses:
-            size = len(address.encode("utf-8", "surrogatepass"))
+            try:
+                size = len(address.encode("utf-8"))
+            except UnicodeEncodeError:
+                raise ContactStructureError("an address is not valid Unicode text") from None
             if not 1 <= size <= MAX_ADDRESS_BYTES:
                 raise ContactStructureError(
                     f"each address must be 1 to {MAX_ADDRESS_BYTES} bytes of UTF-8, "
@@ -100,7 +103,7 @@ class Contact(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_field
         """The bytes the signature covers, without the domain prefix."""
         parts = [bytes(self.identity), bytes([len(self.addresses)])]
         for address in self.addresses:
-            raw = address.encode("utf-8", "surrogatepass")
+            raw = address.encode("utf-8")
             parts += (_u16(len(raw)), raw)
         parts += (_u64(self.timestamp_ms), _u64(self.proof.nonce))
         return b"".join(parts)
@@ -120,6 +123,7 @@ class Contact(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_field
         :raises ContactFromFutureError, ContactStaleError, ContactSignatureError,
             ContactProofError:
         """
+        check_difficulty(difficulty)
         now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
         drift = self.timestamp_ms - now
         if drift > future_tolerance_ms:
@@ -170,6 +174,8 @@ class Contact(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_field
             raise ContactDecodeError(f"not a contact record: {exc}") from None
         except ContactError:
             raise
+        except UnicodeDecodeError:
+            raise ContactDecodeError("not a contact record: an address is not UTF-8") from None
         except RecursionError:
             raise ContactDecodeError("not a contact record: nested too deeply") from None
 

@@ -19,17 +19,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import stat
 from pathlib import Path
 from typing import Final
 
-from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.exceptions import InternalError, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from korium.errors import (
     InsufficientProofOfWorkError,
     KeyFileCorruptError,
+    KeyFileError,
     KeyFileExistsError,
     KeyFileKeyTypeError,
     KeyFileNotFoundError,
@@ -69,9 +71,12 @@ def write_key_file(
         f"pow-nonce: {proof.nonce}\n"
         f"pow-difficulty: {proof.strength(keypair.identity)}\n"
     )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    temp = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise KeyFileError(f"cannot write {target}: {exc.strerror}", path=str(target)) from None
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(header.encode() + pem)
@@ -81,14 +86,26 @@ def write_key_file(
             os.replace(temp, target)
         else:
             os.link(temp, target)  # fails if someone created *target* meanwhile
+        _fsync_directory(target.parent)
     except FileExistsError:
         raise KeyFileExistsError(
             f"{target} appeared while writing: not overwritten", path=str(target)
         ) from None
+    except OSError as exc:
+        raise KeyFileError(f"cannot write {target}: {exc.strerror}", path=str(target)) from None
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temp)
     return target
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the new directory entry durable, so a crash cannot lose a fresh identity."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def read_key_file(path: str | os.PathLike[str], *, difficulty: int) -> tuple[Keypair, ProofOfWork]:
@@ -113,7 +130,7 @@ def read_key_file(path: str | os.PathLike[str], *, difficulty: int) -> tuple[Key
             f"{source} holds an encrypted private key: korium needs an unencrypted one",
             path=where,
         ) from None
-    except (ValueError, UnsupportedAlgorithm) as exc:
+    except (ValueError, UnsupportedAlgorithm, InternalError) as exc:
         raise KeyFileCorruptError(
             f"{source} has an unreadable private key: {exc}", path=where
         ) from None
@@ -150,7 +167,8 @@ def read_key_file(path: str | os.PathLike[str], *, difficulty: int) -> tuple[Key
 def _read_private(source: Path) -> bytes:
     where = str(source)
     try:
-        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW)
+        # O_NONBLOCK: a FIFO planted at the path must not hang the loader (no effect on files).
+        fd = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
         raise KeyFileNotFoundError(
             f"no key file at {source}: create one with 'korium identity new --key-file {source}'",
@@ -158,10 +176,11 @@ def _read_private(source: Path) -> bytes:
         ) from None
     except OSError as exc:
         raise KeyFilePermissionError(f"cannot open {source}: {exc.strerror}", path=where) from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise KeyFileCorruptError(f"{source} is not a regular file", path=where)
     with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode):
-            raise KeyFileCorruptError(f"{source} is not a regular file", path=where)
         if info.st_mode & 0o077:
             raise KeyFilePermissionError(
                 f"{source} is accessible by other users (mode {stat.filemode(info.st_mode)}): "

@@ -21,6 +21,7 @@ from korium.errors import InvalidIdentityError, SignatureError
 IDENTITY_LEN: Final = 32
 SIGNATURE_LEN: Final = 64
 _DOMAIN_RE: Final = re.compile(rb"[a-z0-9][a-z0-9-]*:")
+_HEX_RE: Final = re.compile(r"[0-9a-fA-F]*")
 
 
 def check_domain(domain: bytes) -> None:
@@ -43,6 +44,8 @@ class Identity:
     _key: bytes
 
     def __init__(self, key: bytes) -> None:
+        if isinstance(key, str):
+            raise TypeError("Identity takes bytes; use Identity.from_hex for text")
         key = bytes(key)
         _validate_public_key(key)
         self._key = key
@@ -55,13 +58,11 @@ class Identity:
                 "length",
                 f"an identity is {2 * IDENTITY_LEN} hex characters, got {len(text)}",
             )
-        try:
-            key = bytes.fromhex(text)
-        except ValueError:
+        if not _HEX_RE.fullmatch(text):
             raise InvalidIdentityError(
                 "hex", "an identity must contain only hex digits 0-9 and a-f"
-            ) from None
-        return cls(key)
+            )
+        return cls(bytes.fromhex(text))
 
     @classmethod
     def _trusted(cls, key: bytes) -> Identity:
@@ -91,7 +92,9 @@ class Identity:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Identity) and other._key == self._key
 
-    def __lt__(self, other: Identity) -> bool:
+    def __lt__(self, other: object) -> bool:
+        if not isinstance(other, Identity):
+            return NotImplemented
         return self._key < other._key
 
     def __hash__(self) -> int:

@@ -36,26 +36,28 @@ from korium.errors import (
     ProofOfWorkCancelledError,
     ProofOfWorkError,
 )
+from korium.identity._pow_search import CHUNK, NONCE_LIMIT, POW_DOMAIN, scan
 from korium.identity.keys import Identity
 
-POW_DOMAIN: Final = b"korium-pow-v1:"
 DEFAULT_DIFFICULTY: Final = 24
 """The spec's difficulty. Tests and local clusters configure a smaller one."""
 MAX_DIFFICULTY: Final = 64
-WIRE_INT_MAX: Final = 2**63 - 1
+WIRE_INT_MAX: Final = NONCE_LIMIT - 1
 """Largest nonce or timestamp on the wire (MessagePack decoders bound integers to int64)."""
-CHUNK: Final = 1 << 15
-"""Nonces a worker scans between looks at the stop flag (about 10 ms of work)."""
 IN_PROCESS_MAX_DIFFICULTY: Final = 16
 """At or below this, starting worker processes costs more than the search itself."""
 
 _pack_nonce = struct.Struct("<Q").pack
 
 
-class ProofOfWork(msgspec.Struct, frozen=True, array_like=True):
+class ProofOfWork(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fields=True):
     """A proof-of-work nonce for one public key. Its strength depends on the key it is for."""
 
     nonce: Annotated[int, msgspec.Meta(ge=0, le=WIRE_INT_MAX)]
+
+    def __post_init__(self) -> None:
+        if type(self.nonce) is not int or not 0 <= self.nonce <= WIRE_INT_MAX:
+            raise ValueError("a proof-of-work nonce is an integer from 0 to 2**63 - 1")
 
     def strength(self, identity: Identity) -> int:
         """Leading zero bits this nonce achieves for *identity* (0 to 256)."""
@@ -121,7 +123,7 @@ def leading_zero_bits(digest: bytes) -> int:
 
 def check_difficulty(difficulty: int) -> None:
     """Refuse a difficulty outside 0..MAX_DIFFICULTY."""
-    if not isinstance(difficulty, int) or not 0 <= difficulty <= MAX_DIFFICULTY:
+    if type(difficulty) is not int or not 0 <= difficulty <= MAX_DIFFICULTY:
         raise ConfigError(
             f"proof-of-work difficulty must be an integer from 0 to {MAX_DIFFICULTY}, "
             f"got {difficulty!r}"
@@ -135,16 +137,8 @@ def _target(difficulty: int) -> bytes:
     return (1 << (256 - difficulty)).to_bytes(32, "big")
 
 
-def _scan(public_key: bytes, target: bytes, first: int, count: int) -> int | None:
-    """Try nonces ``first .. first+count-1``; return the first that meets *target*."""
-    prefix = blake3.blake3(POW_DOMAIN + public_key)
-    pack = _pack_nonce
-    for nonce in range(first, min(first + count, WIRE_INT_MAX + 1)):
-        h = prefix.copy()
-        h.update(pack(nonce))
-        if h.digest() < target:
-            return nonce
-    return None
+def _search_script() -> str:
+    return str(Path(__file__).with_name("_pow_search.py"))
 
 
 def default_workers() -> int:
@@ -190,10 +184,10 @@ def _solve_here(
     key, target = bytes(identity), _target(difficulty)
     start = last_report = time.monotonic()
     first = 0
-    while True:
+    while first < NONCE_LIMIT:
         if cancel is not None and cancel.is_set():
             raise ProofOfWorkCancelledError("proof-of-work search cancelled", hashes=first)
-        found = _scan(key, target, first, CHUNK)
+        found = scan(key, target, first, CHUNK)
         if found is not None:
             return ProofOfWork(found)
         first += CHUNK
@@ -201,6 +195,7 @@ def _solve_here(
         if progress is not None and now - last_report >= interval:
             last_report = now
             progress(PowProgress(first, now - start, difficulty, 1))
+    raise ProofOfWorkError(f"no nonce below 2**63 reaches {difficulty} bits for this key")
 
 
 def _solve_in_processes(
@@ -211,21 +206,19 @@ def _solve_in_processes(
     interval: float,
     cancel: threading.Event | None,
 ) -> ProofOfWork:
-    # Plain subprocesses rather than multiprocessing: nothing of the caller's __main__ is
-    # re-imported (spawn would re-run an unguarded script) and nothing is forked from a
-    # threaded event loop. A worker exits by itself when its pipe to us breaks.
-    env = dict(os.environ)
-    package_root = str(Path(__file__).resolve().parents[2])
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [package_root, env.get("PYTHONPATH")]))
-    command = [sys.executable, "-m", "korium.identity._pow_worker", bytes(identity).hex()]
+    # Plain subprocesses running the search module by path, rather than multiprocessing:
+    # nothing of the caller's __main__ is re-imported (spawn would re-run an unguarded
+    # script), nothing is forked from a threaded event loop, and a worker imports only
+    # blake3. A worker exits by itself when its pipe to us breaks.
+    command = [sys.executable, _search_script(), bytes(identity).hex(), _target(difficulty).hex()]
     procs: list[subprocess.Popen[bytes]] = []
     counts = [0] * workers
     start = time.monotonic()
     try:
         with selectors.DefaultSelector() as selector:
             for index in range(workers):
-                args = [str(difficulty), str(index), str(workers)]
-                proc = subprocess.Popen([*command, *args], stdout=subprocess.PIPE, env=env)
+                args = [str(index), str(workers)]
+                proc = subprocess.Popen([*command, *args], stdout=subprocess.PIPE)
                 procs.append(proc)
                 assert proc.stdout is not None
                 os.set_blocking(proc.stdout.fileno(), False)
@@ -236,7 +229,10 @@ def _solve_in_processes(
             while open_pipes:
                 for key, _ in selector.select(timeout=interval):
                     index = key.data
-                    chunk = key.fileobj.read()  # type: ignore[union-attr]
+                    try:
+                        chunk = os.read(key.fd, 65536)
+                    except BlockingIOError:
+                        continue
                     if not chunk:
                         selector.unregister(key.fileobj)
                         open_pipes -= 1
