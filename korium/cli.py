@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -14,9 +17,11 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 import korium
 from korium.errors import KoriumError, ProofOfWorkCancelledError
 from korium.identity import DEFAULT_DIFFICULTY, NodeIdentity, PowProgress
-from korium.identity.keys import Keypair
+from korium.identity.keys import Identity, Keypair
 from korium.identity.pow import solve_pow
+from korium.node import Node
 from korium.plugins import inspect_installed, installed_plugin_objects, new_plugin_manager
+from korium.transport.addresses import format_address, parse_address
 
 console = Console(stderr=True)
 out = Console()
@@ -158,6 +163,85 @@ def identity_show(key_file: Path, difficulty: int) -> None:
     out.print(f"strength  {node_identity.strength} bits (spec default {DEFAULT_DIFFICULTY})")
     out.print(f"pow nonce {node_identity.proof.nonce}")
     out.print(f"key file  {key_file}")
+
+
+@cli.command("run")
+@click.option(
+    "--bind",
+    "bind",
+    default="0.0.0.0:0",
+    show_default=True,
+    help="UDP address to listen on (HOST:PORT, IPv6 as [HOST]:PORT).",
+)
+@click.option(
+    "--bootstrap",
+    "bootstraps",
+    multiple=True,
+    metavar="HOST:PORT/IDENTITY",
+    help="A peer to join through (repeatable); another node prints its string.",
+)
+@key_file_option
+@click.option(
+    "--difficulty",
+    type=click.IntRange(0, 64),
+    default=DEFAULT_DIFFICULTY,
+    show_default=True,
+    help="Proof-of-work bits for this node and its peers.",
+)
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def run_command(
+    bind: str, bootstraps: tuple[str, ...], key_file: Path, difficulty: int, verbose: bool
+) -> None:
+    """Run a node until Ctrl-C: print its bootstrap string, log peers as they come and go."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    if not verbose:
+        logging.getLogger("quic").setLevel(logging.WARNING)  # aioquic's per-connection chatter
+    try:
+        targets = [_parse_bootstrap(text) for text in bootstraps]
+        asyncio.run(_run_node(bind, targets, key_file, difficulty))
+    except KoriumError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _parse_bootstrap(text: str) -> tuple[Identity, str]:
+    address, sep, identity = text.rpartition("/")
+    if not sep:
+        raise click.BadParameter(f"{text!r} is not HOST:PORT/IDENTITY", param_hint="--bootstrap")
+    try:
+        parse_address(address)
+        return Identity.from_hex(identity), address
+    except ValueError as exc:
+        raise click.BadParameter(f"{text!r}: {exc}", param_hint="--bootstrap") from None
+
+
+async def _run_node(
+    bind: str, bootstraps: list[tuple[Identity, str]], key_file: Path, difficulty: int
+) -> None:
+    node = await Node.builder(bind).key_file(key_file).difficulty(difficulty).build()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        # plain echo, not rich: these lines are read by scripts and must never wrap
+        click.echo(f"identity  {node.identity}")
+        click.echo(f"listening {format_address(node.local_addr)}")
+        click.echo(f"bootstrap {node.bootstrap_string()}")
+        sys.stdout.flush()
+        for peer, address in bootstraps:
+            try:
+                await node.bootstrap(peer, address)
+                logging.getLogger("korium").info("bootstrapped via %s/%s", address, peer)
+            except KoriumError as exc:
+                logging.getLogger("korium").warning("bootstrap via %s failed: %s", address, exc)
+        await stop.wait()
+    finally:
+        await node.close()
+        click.echo("stopped")
 
 
 def _si(value: float) -> str:

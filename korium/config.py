@@ -8,6 +8,8 @@ from typing import Any
 from korium.errors import ConfigError
 from korium.identity import DEFAULT_DIFFICULTY, DEFAULT_MAX_AGE_S
 from korium.identity.pow import check_difficulty
+from korium.rpc.endpoint import RpcConfig
+from korium.transport.smartsock import TransportConfig
 
 
 @dataclass(slots=True)
@@ -20,6 +22,10 @@ class NodeConfig:
     """Contact records older than this (seconds) are refused."""
     shutdown_timeout_s: float = 10.0
     """How long ``Node.stop`` waits for each plugin's ``korium_node_stopping``."""
+    transport: TransportConfig = field(default_factory=TransportConfig)
+    """Socket, QUIC and path-probing settings."""
+    rpc: RpcConfig = field(default_factory=RpcConfig)
+    """Timeouts, size limits and connection pool settings."""
     plugin_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     """Per-plugin settings, keyed by plugin name."""
 

@@ -181,6 +181,15 @@ def korium_dial_fallback(
     """
 
 
+@hookspec
+def korium_bootstrap(node: Node, peer: Identity) -> Awaitable[None] | None:
+    """``node.bootstrap`` connected to *peer*: join the network through it.
+
+    Called once per bootstrap call, after the connection is up; may return an awaitable, which
+    ``bootstrap`` awaits (the DHT runs its self-lookup here).
+    """
+
+
 # -- command line ---------------------------------------------------------------------------
 
 

@@ -1,10 +1,10 @@
-"""The node facade: one identity, one plugin profile, one set of services.
+"""The node facade: one identity, one UDP socket, one plugin profile, one set of services.
 
-``Node.builder()`` composes a node: its identity (given, loaded from a key file, or generated),
-its configuration and its plugin profile. ``build()`` loads the plugins, lets them configure
-and set up, and checks that every declared capability was provided. ``start()``/``stop()``
-(or ``async with node``) run the lifecycle hooks. Methods whose capability no plugin provides
-raise :class:`korium.errors.CapabilityMissing` naming the extra to install.
+``await Node.bind("0.0.0.0:4433")`` (or ``Node.builder(addr)...build()``) resolves the node's
+identity (given, loaded from a key file, or generated with proof of work), loads its plugins,
+lets them configure and set up, binds SmartSock, and starts. ``close()`` (or ``async with``)
+stops it. Methods whose capability no plugin provides raise
+:class:`korium.errors.CapabilityMissing` naming the extra to install.
 """
 
 from __future__ import annotations
@@ -12,25 +12,57 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Iterable
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
+from cryptography import x509
+
 from korium.capabilities import DISCOVERY, PUBSUB
 from korium.config import NodeConfig
-from korium.errors import ConfigError
-from korium.identity import Contact, Identity, NodeIdentity
-from korium.identity.pow import check_difficulty
-from korium.plugins import PluginHost, Profile, ServiceRegistry, await_results
+from korium.errors import ConfigError, KoriumError, PeerUnreachableError
+from korium.identity import Contact, Identity, Keypair, NodeIdentity
+from korium.identity.pow import check_difficulty, solve_pow_async
+from korium.plugins import PluginHost, Profile, ServiceRegistry, await_results, resolve_maybe
+from korium.rpc import Rpc
+from korium.rpc.endpoint import RpcEndpoint
+from korium.transport.addresses import Address, format_address, parse_address
+from korium.transport.connection import PeerConnection
+from korium.transport.smartsock import SmartSock
+from korium.transport.tls import certificate_proof
 
 log = logging.getLogger(__name__)
 
+PLAIN_PROTOCOL = "korium/plain/1"
+"""The protocol of ``Node.send`` and the request handler."""
+INCOMING_QUEUE = 256
+AddressLike = str | Address
+RequestFunction = Callable[[Identity, bytes], "Awaitable[bytes] | bytes"]
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingRequest:
+    """A plain request waiting for :meth:`respond` (from ``node.incoming_requests()``)."""
+
+    peer: Identity
+    data: bytes
+    _future: asyncio.Future[bytes]
+
+    def respond(self, response: bytes) -> None:
+        """Send *response* back (once; later calls are ignored)."""
+        if not self._future.done():
+            self._future.set_result(bytes(response))
+
 
 class NodeBuilder:
-    """Collects a node's identity, configuration and plugins; ``await build()`` makes it."""
+    """Collects a node's address, identity, configuration and plugins; ``await build()``."""
 
-    def __init__(self) -> None:
+    def __init__(self, address: AddressLike = "0.0.0.0:0") -> None:
+        self._address = _to_address(address)
         self._identity: NodeIdentity | None = None
+        self._keypair: Keypair | None = None
         self._key_file: str | os.PathLike[str] | None = None
         self._config = NodeConfig()
         self._profile = Profile()
@@ -38,6 +70,11 @@ class NodeBuilder:
     def identity(self, node_identity: NodeIdentity) -> Self:
         """Use this identity (its proof must reach the configured difficulty)."""
         self._identity = node_identity
+        return self
+
+    def keypair(self, keypair: Keypair) -> Self:
+        """Use this keypair; its proof of work is computed when building."""
+        self._keypair = keypair
         return self
 
     def key_file(self, path: str | os.PathLike[str]) -> Self:
@@ -72,66 +109,182 @@ class NodeBuilder:
         return self
 
     async def build(self) -> Node:
-        """Load plugins, resolve the identity, run configuration and setup hooks."""
-        if self._identity is not None and self._key_file is not None:
-            raise ConfigError("give either an identity or a key file, not both")
+        """Resolve the identity, load plugins, bind the socket and start the node."""
+        given = [x for x in (self._identity, self._keypair, self._key_file) if x is not None]
+        if len(given) > 1:
+            raise ConfigError("give at most one of an identity, a keypair or a key file")
         self._config.validate()
         host = PluginHost(self._profile)
         host.hook.korium_configure(config=self._config)
-        difficulty = self._config.pow_difficulty
-        node_identity = self._identity
-        if node_identity is None and self._key_file is not None:
-            path = self._key_file
-            node_identity = await asyncio.to_thread(
-                NodeIdentity.load_or_generate, path, difficulty=difficulty
-            )
-        elif node_identity is None:
-            node_identity = await NodeIdentity.generate_async(difficulty)
-        node_identity.proof.verify(node_identity.identity, difficulty)
-        node = Node(node_identity, self._config, host)
+        node = Node(await self._node_identity(), self._config, host, self._address)
         host.hook.korium_node_setup(node=node)
         host.check_provided(node.services)
+        await node.start()
         return node
+
+    async def _node_identity(self) -> NodeIdentity:
+        difficulty = self._config.pow_difficulty
+        if self._key_file is not None:
+            path = self._key_file
+            return await asyncio.to_thread(
+                NodeIdentity.load_or_generate, path, difficulty=difficulty
+            )
+        if self._keypair is not None:
+            proof = await solve_pow_async(self._keypair.identity, difficulty)
+            return NodeIdentity(self._keypair, proof)
+        if self._identity is not None:
+            self._identity.proof.verify(self._identity.identity, difficulty)
+            return self._identity
+        return await NodeIdentity.generate_async(difficulty)
 
 
 class Node:
-    """A korium node. Build one with :meth:`Node.builder`."""
+    """A korium node. Make one with :meth:`Node.bind` or :meth:`Node.builder`."""
 
-    def __init__(self, node_identity: NodeIdentity, config: NodeConfig, host: PluginHost) -> None:
+    def __init__(
+        self,
+        node_identity: NodeIdentity,
+        config: NodeConfig,
+        host: PluginHost,
+        address: Address = ("0.0.0.0", 0),
+    ) -> None:
         self.node_identity = node_identity
         self.config = config
         self.plugins = host
         self.services = ServiceRegistry()
+        self._address = address
+        self._endpoint = RpcEndpoint(
+            node_identity.identity,
+            config.rpc,
+            resolve=self._resolve_addresses,
+            on_peer_connected=self._peer_connected,
+            on_peer_disconnected=self._peer_disconnected,
+        )
+        self.rpc: Rpc = self._endpoint
+        """Request/response and one-way messages for plugins (``node.rpc.register(...)``)."""
+        self._sock: SmartSock | None = None
         self._started = False
+        self._plain_handler: RequestFunction | None = None
+        self._incoming: asyncio.Queue[IncomingRequest] | None = None
 
     @staticmethod
-    def builder() -> NodeBuilder:
-        """Start composing a node."""
-        return NodeBuilder()
+    def builder(address: AddressLike = "0.0.0.0:0") -> NodeBuilder:
+        """Start composing a node that will listen on *address*."""
+        return NodeBuilder(address)
+
+    @classmethod
+    async def bind(
+        cls,
+        address: AddressLike = "0.0.0.0:0",
+        *,
+        key_file: str | os.PathLike[str] | None = None,
+        keypair: Keypair | None = None,
+        difficulty: int | None = None,
+        plugins: Iterable[str | object] | None = None,
+    ) -> Node:
+        """A running node on *address*: the short form of ``Node.builder(...).build()``."""
+        builder = cls.builder(address)
+        if key_file is not None:
+            builder.key_file(key_file)
+        if keypair is not None:
+            builder.keypair(keypair)
+        if difficulty is not None:
+            builder.difficulty(difficulty)
+        if plugins is not None:
+            builder.plugins(plugins)
+        return await builder.build()
+
+    # -- identity and addresses ---------------------------------------------------------------
 
     @property
     def identity(self) -> Identity:
-        """This node's public identity."""
+        """This node's public identity (``str(node.identity)`` is its 64-hex form)."""
         return self.node_identity.identity
 
     @property
+    def keypair(self) -> Keypair:
+        """This node's keypair."""
+        return self.node_identity.keypair
+
+    @property
+    def local_addr(self) -> Address:
+        """The bound UDP address, with its real port."""
+        return self._smartsock.local_address
+
+    @property
+    def smartsock(self) -> SmartSock:
+        """The node's socket (plugins register frame types and relayed paths on it)."""
+        return self._smartsock
+
+    @property
+    def _smartsock(self) -> SmartSock:
+        if self._sock is None:
+            raise KoriumError("the node is not running: build it or call start() first")
+        return self._sock
+
+    def routable_addresses(self) -> list[str]:
+        """``HOST:PORT`` strings peers can try: the bound address, or every local one."""
+        host, port = self.local_addr
+        if host not in ("0.0.0.0", "::"):
+            return [format_address((host, port))]
+        family = socket.AF_INET6 if host == "::" else socket.AF_INET
+        found: list[str] = []
+        try:
+            infos = socket.getaddrinfo(socket.gethostname(), None, family, socket.SOCK_DGRAM)
+        except OSError:
+            infos = []
+        for info in infos:
+            ip = str(info[4][0])
+            if not ip.startswith(("127.", "::1", "fe80")) and ip not in found:
+                found.append(ip)
+        found.append("::1" if family == socket.AF_INET6 else "127.0.0.1")
+        return [format_address((ip, port)) for ip in found]
+
+    def peer_endpoint(self) -> Contact:
+        """This node's freshly signed contact record, with its routable addresses."""
+        return self.node_identity.contact(self.routable_addresses())
+
+    def bootstrap_string(self) -> str:
+        """``HOST:PORT/IDENTITY`` for ``korium run --bootstrap``."""
+        return f"{self.routable_addresses()[0]}/{self.identity}"
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    @property
     def running(self) -> bool:
-        """Whether :meth:`start` has run and :meth:`stop` has not."""
+        """Whether the node is started and not closed."""
         return self._started
 
     async def start(self) -> None:
-        """Run every plugin's ``korium_node_started`` hook."""
+        """Bind the socket and run every plugin's ``korium_node_started`` hook."""
         if self._started:
             return
+        extensions = [
+            extension
+            for result in self.plugins.hook.korium_certificate_extensions(node=self)
+            if result
+            for extension in result
+        ]
+        sock = SmartSock(
+            self.node_identity,
+            handler=self._endpoint,
+            verifier=self._verify_peer,
+            config=self.config.transport,
+            certificate_extensions=extensions,
+        )
+        await sock.bind(self._address)
+        self._sock = sock
+        self._endpoint.start(sock)
         self._started = True
         try:
             await await_results(self.plugins.hook.korium_node_started(node=self))
         except BaseException:
-            await self.stop()
+            await self.close()
             raise
+        log.info("node %s listening on %s", self.identity, format_address(self.local_addr))
 
-    async def stop(self) -> None:
-        """Run every plugin's ``korium_node_stopping`` hook; errors are logged, not raised."""
+    async def close(self) -> None:
+        """Stop plugins (each within the shutdown timeout), close connections and the socket."""
         if not self._started:
             return
         self._started = False
@@ -142,6 +295,11 @@ class Node:
                 await asyncio.wait_for(result, self.config.shutdown_timeout_s)
             except Exception:
                 log.exception("a plugin failed while stopping node %s", self.identity.short)
+        await self._endpoint.close()
+        if self._sock is not None:
+            self._sock.close()
+
+    stop = close
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -153,14 +311,99 @@ class Node:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.stop()
+        await self.close()
 
     def stats(self) -> dict[str, int | float]:
-        """Counters from the kernel and every plugin (sizes, overflows, drops)."""
+        """Counters from the socket, paths, RPC and every plugin (sizes, overflows, drops)."""
         stats: dict[str, int | float] = {"kernel.plugins": len(self.plugins.plugins)}
+        if self._sock is not None:
+            stats.update({f"transport.{k}": v for k, v in self._sock.stats.items()})
+            stats.update(self._sock.path_stats())
+            stats["transport.connections"] = len(self._sock.connections)
+        stats.update({f"rpc.{k}": v for k, v in self._endpoint.stats.items()})
+        stats["rpc.pooled_connections"] = self._endpoint.pool_size()
         for contribution in self.plugins.hook.korium_stats(node=self):
-            stats.update(contribution)
+            if contribution:
+                stats.update(contribution)
         return stats
+
+    # -- peers --------------------------------------------------------------------------------
+
+    async def connect(
+        self, peer: Identity, addresses: Iterable[AddressLike] | None = None
+    ) -> PeerConnection:
+        """A live, authenticated connection to *peer* (SmartConnect).
+
+        Dials the given addresses, else asks the plugins (``korium_resolve_contact``, the
+        DHT), else uses addresses the node has seen *peer* use; relays and hole punching
+        (``korium_dial_fallback``) get a turn when the direct dial fails.
+        """
+        targets = [_to_address(a) for a in addresses] if addresses is not None else None
+        try:
+            return await self._endpoint.connect(peer, targets)
+        except PeerUnreachableError as error:
+            for attempt in self.plugins.hook.korium_dial_fallback(
+                node=self, peer=peer, contact=None, error=error
+            ):
+                if attempt is not None and await attempt:
+                    return await self._endpoint.connect(peer)
+            raise
+
+    async def bootstrap(self, peer: Identity, address: AddressLike) -> None:
+        """Join the network through *peer* at *address*: connect, then let plugins run."""
+        await self.connect(peer, [address])
+        await await_results(self.plugins.hook.korium_bootstrap(node=self, peer=peer))
+
+    async def send(
+        self,
+        peer: Identity,
+        data: bytes,
+        *,
+        addresses: Iterable[AddressLike] | None = None,
+        timeout: float | None = None,
+    ) -> bytes:
+        """Send *data* to *peer*'s request handler and return its response."""
+        targets = [_to_address(a) for a in addresses] if addresses is not None else None
+        return await self._endpoint.request(
+            peer, PLAIN_PROTOCOL, data, addresses=targets, timeout=timeout
+        )
+
+    def set_request_handler(self, handler: RequestFunction) -> None:
+        """Answer ``send`` requests with ``handler(peer, data) -> bytes`` (plain or async).
+
+        Replaces an earlier handler. An exception in the handler reaches the sender as a
+        :class:`korium.errors.RemoteError`.
+
+        :raises ConfigError: ``incoming_requests`` is in use.
+        """
+        if self._incoming is not None:
+            raise ConfigError("requests are already consumed through incoming_requests()")
+        self._endpoint.unregister(PLAIN_PROTOCOL)
+        self._plain_handler = handler
+        self._endpoint.register(PLAIN_PROTOCOL, handler)
+
+    def incoming_requests(self) -> AsyncIterator[IncomingRequest]:
+        """Requests as they arrive, to answer with ``request.respond(data)``.
+
+        At most 256 wait; beyond that senders wait (backpressure), nothing is dropped.
+        """
+        if self._plain_handler is not None or self._incoming is not None:
+            raise ConfigError("this node already has a request handler")
+        queue: asyncio.Queue[IncomingRequest] = asyncio.Queue(INCOMING_QUEUE)
+        self._incoming = queue
+
+        async def enqueue(peer: Identity, data: bytes) -> bytes:
+            future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+            await queue.put(IncomingRequest(peer, data, future))
+            return await future
+
+        self._endpoint.register(PLAIN_PROTOCOL, enqueue)
+
+        async def iterate() -> AsyncIterator[IncomingRequest]:
+            while True:
+                yield await queue.get()
+
+        return iterate()
 
     # -- capability facade ----------------------------------------------------------------------
 
@@ -180,5 +423,46 @@ class Node:
         """Publish *data* on *topic* (needs PubSub: korium[gossipsub])."""
         await self.services.require(PUBSUB, needed_by="publish").publish(topic, data)
 
+    # -- kernel internals -----------------------------------------------------------------------
+
+    def _verify_peer(self, peer: Identity, certificate: x509.Certificate) -> str | None:
+        proof = certificate_proof(certificate)
+        if proof is None:
+            return "the peer's certificate carries no proof of work"
+        difficulty = self.config.pow_difficulty
+        if proof.strength(peer) < difficulty:
+            return f"the peer's proof of work is weaker than the {difficulty} bits required"
+        votes = self.plugins.hook.korium_verify_peer_certificate(
+            node=self, peer=peer, certificate=certificate
+        )
+        return next((reason for reason in votes if reason), None)
+
+    async def _resolve_addresses(self, peer: Identity) -> list[Address]:
+        result = self.plugins.hook.korium_resolve_contact(node=self, peer=peer)
+        if result is None:
+            return []
+        contact = await resolve_maybe(result)
+        if contact is None or contact.identity != peer:
+            return []
+        addresses = []
+        for text in contact.addresses:
+            try:
+                addresses.append(parse_address(text))
+            except ValueError:
+                continue
+        return addresses
+
+    def _peer_connected(self, peer: Identity) -> None:
+        log.info("peer connected: %s", peer)
+        self.plugins.hook.korium_peer_connected(node=self, peer=peer)
+
+    def _peer_disconnected(self, peer: Identity) -> None:
+        log.info("peer disconnected: %s", peer)
+        self.plugins.hook.korium_peer_disconnected(node=self, peer=peer)
+
     def __repr__(self) -> str:
         return f"Node({self.identity.short}..., plugins={sorted(self.plugins.plugins)})"
+
+
+def _to_address(address: AddressLike) -> Address:
+    return parse_address(address) if isinstance(address, str) else (address[0], address[1])

@@ -63,39 +63,38 @@ class Recorder:
 
 async def test_builder_runs_hooks_in_lifecycle_order() -> None:
     recorder = Recorder()
-    node = await Node.builder().difficulty(DIFFICULTY).plugins([recorder]).build()
-    assert recorder.calls == ["configure", f"setup:{node.identity.short}"]
+    node = await Node.builder("127.0.0.1:0").difficulty(DIFFICULTY).plugins([recorder]).build()
+    assert recorder.calls == ["configure", f"setup:{node.identity.short}", "started"]
     assert node.config.settings("recorder") == {"seen": True}
     async with node:
         assert node.running
-        assert recorder.calls[-1] == "started"
     assert not node.running
     assert recorder.calls[-1] == "stopping"
-    assert node.stats() == {"kernel.plugins": 1, "recorder.calls": 4}
+    stats = node.stats()
+    assert stats["kernel.plugins"] == 1
+    assert stats["recorder.calls"] == 4
 
 
-async def test_start_and_stop_are_idempotent() -> None:
+async def test_start_and_close_are_idempotent() -> None:
     recorder = Recorder()
-    node = await Node.builder().difficulty(DIFFICULTY).plugins([recorder]).build()
+    node = await Node.builder("127.0.0.1:0").difficulty(DIFFICULTY).plugins([recorder]).build()
     await node.start()
-    await node.start()
-    await node.stop()
-    await node.stop()
+    await node.close()
+    await node.close()
     assert recorder.calls.count("started") == 1
     assert recorder.calls.count("stopping") == 1
 
 
-async def test_failing_start_hook_stops_the_node() -> None:
+async def test_failing_start_hook_closes_the_node() -> None:
     class Broken:
         @hookimpl
         def korium_node_started(self, node: Node) -> None:
             raise RuntimeError("boom")
 
     recorder = Recorder()
-    node = await Node.builder().difficulty(DIFFICULTY).plugins([recorder, Broken()]).build()
+    builder = Node.builder("127.0.0.1:0").difficulty(DIFFICULTY).plugins([recorder, Broken()])
     with pytest.raises(RuntimeError, match="boom"):
-        await node.start()
-    assert not node.running
+        await builder.build()
     assert "stopping" in recorder.calls
 
 
@@ -111,9 +110,13 @@ async def test_failing_stop_hook_is_logged_and_shutdown_goes_on(
             return fail()
 
     recorder = Recorder()
-    node = await Node.builder().difficulty(DIFFICULTY).plugins([recorder, Broken()]).build()
-    await node.start()
-    await node.stop()
+    node = (
+        await Node.builder("127.0.0.1:0")
+        .difficulty(DIFFICULTY)
+        .plugins([recorder, Broken()])
+        .build()
+    )
+    await node.close()
     assert "stopping" in recorder.calls
     assert "failed while stopping" in caplog.text
 
@@ -123,11 +126,11 @@ async def test_declared_capability_must_be_provided() -> None:
         korium_plugin = PluginInfo(name="liar", provides=(DISCOVERY,))
 
     with pytest.raises(PluginError, match="declares discovery but did not register it"):
-        await Node.builder().difficulty(DIFFICULTY).plugins([Liar()]).build()
+        await Node.builder("127.0.0.1:0").difficulty(DIFFICULTY).plugins([Liar()]).build()
 
 
 async def test_capability_facade_names_the_extra() -> None:
-    node = await Node.builder().difficulty(DIFFICULTY).plugins([]).build()
+    node = await Node.builder("127.0.0.1:0").difficulty(DIFFICULTY).plugins([]).build()
     with pytest.raises(CapabilityMissing, match=r"find_peers needs a discovery .*korium\[dht\]"):
         await node.find_peers(node.identity)
     with pytest.raises(CapabilityMissing, match=r"korium\[dht\]"):
@@ -136,30 +139,41 @@ async def test_capability_facade_names_the_extra() -> None:
         await node.publish("t", b"x")
     with pytest.raises(CapabilityMissing, match=r"korium\[gossipsub\]"):
         await node.subscribe("t")
+    await node.close()
 
 
 async def test_given_identity_must_meet_difficulty() -> None:
     strong = NodeIdentity.generate(DIFFICULTY)
-    node = await Node.builder().identity(strong).difficulty(DIFFICULTY).plugins([]).build()
+    node = (
+        await Node.builder("127.0.0.1:0")
+        .identity(strong)
+        .difficulty(DIFFICULTY)
+        .plugins([])
+        .build()
+    )
     assert node.identity == strong.identity
+    await node.close()
     keypair = Keypair.generate()
     nonce = next(n for n in range(100) if ProofOfWork(n).strength(keypair.identity) < 20)
     weak = NodeIdentity(keypair, ProofOfWork(nonce))
     with pytest.raises(InsufficientProofOfWorkError):
-        await Node.builder().identity(weak).difficulty(20).plugins([]).build()
+        await Node.builder("127.0.0.1:0").identity(weak).difficulty(20).plugins([]).build()
 
 
 async def test_key_file_keeps_identity_across_restarts(tmp_path: Path) -> None:
     path = tmp_path / "node.pem"
-    first = await Node.builder().key_file(path).difficulty(DIFFICULTY).plugins([]).build()
-    second = await Node.builder().key_file(path).difficulty(DIFFICULTY).plugins([]).build()
+    builder = Node.builder("127.0.0.1:0").key_file(path).difficulty(DIFFICULTY).plugins([])
+    first = await builder.build()
+    await first.close()
+    second = await builder.build()
+    await second.close()
     assert path.stat().st_mode & 0o777 == 0o600
     assert first.identity == second.identity
 
 
 async def test_identity_and_key_file_are_exclusive(tmp_path: Path) -> None:
     builder = Node.builder().identity(NodeIdentity.generate(0)).key_file(tmp_path / "k.pem")
-    with pytest.raises(ConfigError, match="not both"):
+    with pytest.raises(ConfigError, match="at most one of"):
         await builder.plugins([]).build()
 
 
@@ -172,5 +186,6 @@ def test_bad_difficulty_is_a_config_error() -> None:
 
 async def test_add_plugin_keeps_installed_plugins() -> None:
     recorder = Recorder()
-    node = await Node.builder().difficulty(DIFFICULTY).add_plugin(recorder).build()
+    node = await Node.builder("127.0.0.1:0").difficulty(DIFFICULTY).add_plugin(recorder).build()
     assert {"greeter", "recorder"} <= set(node.plugins.plugins)
+    await node.close()

@@ -1,0 +1,630 @@
+"""Request/response and one-way messages over pooled QUIC connections.
+
+One bidirectional stream per request (a unidirectional one per one-way message), carrying one
+frame each way (:mod:`korium.rpc.frames`). Connections are pooled per peer identity (LRU,
+bounded), dialled concurrently (one slow or dead peer never holds up requests to others), kept
+alive with PINGs while pooled and closed after a period without requests.
+
+When two nodes dial each other at the same moment both connections complete; the one dialled
+by the smaller identity is kept and the other is *retired*: its dialer closes it once no request
+is in flight on it, with :data:`CLOSE_DUPLICATE`. A request that meets such a graceful close
+before any response arrived was never handled (the closing side had no open stream), so it is
+retried once on the kept connection: the swap is invisible to callers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections import Counter, OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from korium.errors import (
+    ConnectionLostError,
+    PeerUnreachableError,
+    ProtocolNotSupportedError,
+    RemoteError,
+    RequestTooLargeError,
+    ResponseTooLargeError,
+    RpcError,
+    RpcTimeoutError,
+)
+from korium.identity import Identity
+from korium.rpc import MessageHandler, RequestHandler, frames
+from korium.rpc.frames import ErrorCode, FrameBuffer, FrameError
+from korium.transport.addresses import Address
+from korium.transport.connection import PeerConnection
+from korium.transport.smartsock import SmartSock
+
+log = logging.getLogger(__name__)
+
+AddressResolver = Callable[[Identity], Awaitable[list[Address]]]
+
+CLOSE_IDLE: Final = 0x10
+CLOSE_DUPLICATE: Final = 0x11
+CLOSE_SHUTDOWN: Final = 0x12
+GRACEFUL_CLOSES: Final = frozenset({CLOSE_IDLE, CLOSE_DUPLICATE})
+"""Close codes sent only by a side with no stream open: a request that met one never ran."""
+STREAM_CANCELLED: Final = 0x1
+ADDRESS_BOOK_SIZE: Final = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class RpcConfig:
+    """RPC settings. Times in seconds, sizes in bytes."""
+
+    request_timeout: float = 10.0
+    dial_timeout: float = 5.0
+    handler_timeout: float = 30.0
+    max_connections: int = 1_000
+    """Pooled connections (one per peer); the least recently used idle one is closed first."""
+    idle_close: float = 120.0
+    """A pooled connection without requests for this long is closed."""
+    keepalive_interval: float = 15.0
+    """Pooled connections quieter than this get a PING (well inside the QUIC idle timeout)."""
+    max_request_size: int = frames.MAX_REQUEST_SIZE
+    max_response_size: int = frames.MAX_RESPONSE_SIZE
+
+
+class _Retry(Exception):
+    """The request met a graceful close before any answer: send it again."""
+
+
+@dataclass(slots=True)
+class _Call:
+    future: asyncio.Future[bytes]
+    buffer: FrameBuffer
+    answered: bool = False
+
+
+@dataclass(slots=True)
+class _Incoming:
+    buffer: FrameBuffer
+    one_way: bool
+    refused: bool = False
+
+
+class RpcEndpoint:
+    """Named protocols, the connection pool, and every request in flight (a StreamHandler)."""
+
+    def __init__(
+        self,
+        identity: Identity,
+        config: RpcConfig | None = None,
+        *,
+        resolve: AddressResolver | None = None,
+        on_peer_connected: Callable[[Identity], None] | None = None,
+        on_peer_disconnected: Callable[[Identity], None] | None = None,
+    ) -> None:
+        self.identity = identity
+        self.config = config or RpcConfig()
+        self.sock: SmartSock | None = None
+        self.stats: Counter[str] = Counter()
+        self._resolve = resolve
+        self._on_connected = on_peer_connected
+        self._on_disconnected = on_peer_disconnected
+        self._handlers: dict[str, tuple[RequestHandler, bool]] = {}
+        self._message_handlers: dict[str, tuple[MessageHandler, bool]] = {}
+        self._pool: OrderedDict[Identity, PeerConnection] = OrderedDict()
+        self._dialing: dict[Identity, asyncio.Future[PeerConnection]] = {}
+        self._calls: dict[PeerConnection, dict[int, _Call]] = {}
+        self._incoming: dict[PeerConnection, dict[int, _Incoming]] = {}
+        self._last_used: dict[PeerConnection, float] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+        self._address_book: OrderedDict[Identity, list[Address]] = OrderedDict()
+        """Where recently connected peers were reached (LRU, bounded), for redialling."""
+        self._closing = False
+
+    # -- protocols --------------------------------------------------------------------------
+
+    def register(self, protocol: str, handler: RequestHandler) -> None:
+        """Serve requests for *protocol* (``"korium/dht/1"``...) with *handler*."""
+        self._check_name(protocol, self._handlers)
+        self._handlers[protocol] = (handler, inspect.iscoroutinefunction(handler))
+
+    def unregister(self, protocol: str) -> None:
+        """Stop serving *protocol* (requests get ProtocolNotSupportedError)."""
+        self._handlers.pop(protocol, None)
+        self._message_handlers.pop(protocol, None)
+
+    def register_message(self, protocol: str, handler: MessageHandler) -> None:
+        """Receive one-way messages for *protocol* with *handler*."""
+        self._check_name(protocol, self._message_handlers)
+        self._message_handlers[protocol] = (handler, inspect.iscoroutinefunction(handler))
+
+    @staticmethod
+    def _check_name(protocol: str, table: Mapping[str, object]) -> None:
+        if not 0 < len(protocol.encode()) <= frames.MAX_PROTOCOL_NAME:
+            raise ValueError(f"protocol names are 1 to {frames.MAX_PROTOCOL_NAME} bytes")
+        if protocol in table:
+            raise ValueError(f"protocol {protocol!r} already has a handler")
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self, sock: SmartSock) -> None:
+        self.sock = sock
+        self._sweeper = asyncio.create_task(self._sweep(), name="korium-rpc-sweeper")
+
+    async def close(self) -> None:
+        """Stop serving and fail everything in flight."""
+        self._closing = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for future in self._dialing.values():
+            if not future.done():
+                future.set_exception(ConnectionLostError("node closed"))
+                future.exception()
+
+    # -- client -----------------------------------------------------------------------------
+
+    async def request(
+        self,
+        peer: Identity,
+        protocol: str,
+        body: bytes,
+        *,
+        addresses: list[Address] | None = None,
+        timeout: float | None = None,
+    ) -> bytes:
+        """Send a request and wait for the response body.
+
+        :raises RpcTimeoutError, PeerUnreachableError, IdentityMismatchError,
+            ProtocolNotSupportedError, RemoteError, RequestTooLargeError,
+            ResponseTooLargeError, ConnectionLostError:
+        """
+        frame = frames.encode_request(protocol, body)
+        if len(frame) - frames.LENGTH.size > self.config.max_request_size:
+            self.stats["requests_too_large"] += 1
+            raise RequestTooLargeError(
+                f"request of {len(frame)} bytes exceeds the "
+                f"{self.config.max_request_size}-byte limit: it was not sent"
+            )
+        limit = self.config.request_timeout if timeout is None else timeout
+        self.stats["requests_sent"] += 1
+        try:
+            async with asyncio.timeout(limit):
+                for attempt in (0, 1):
+                    conn = await self.connect(peer, addresses)
+                    try:
+                        return await self._call(conn, frame)
+                    except _Retry:
+                        self.stats["requests_retried"] += 1
+                        if attempt:
+                            raise ConnectionLostError(
+                                f"connection to {peer.short}... closed twice"
+                            ) from None
+        except TimeoutError:
+            self.stats["requests_timed_out"] += 1
+            raise RpcTimeoutError(
+                f"no response from {peer.short}... to {protocol!r} within {limit} s"
+            ) from None
+        except RpcError:
+            self.stats["requests_failed"] += 1
+            raise
+        raise AssertionError("unreachable")
+
+    async def _call(self, conn: PeerConnection, frame: bytes) -> bytes:
+        quic = conn.quic
+        stream_id = quic.get_next_available_stream_id()
+        call = _Call(
+            asyncio.get_running_loop().create_future(), FrameBuffer(self.config.max_response_size)
+        )
+        self._calls.setdefault(conn, {})[stream_id] = call
+        conn.open_streams.add(stream_id)
+        self._last_used[conn] = asyncio.get_running_loop().time()
+        quic.send_stream_data(stream_id, frame, end_stream=True)
+        conn.transmit_soon()
+        try:
+            return await call.future
+        except asyncio.CancelledError:
+            if not conn.closed and not call.future.done():
+                quic.reset_stream(stream_id, STREAM_CANCELLED)
+                quic.stop_stream(stream_id, STREAM_CANCELLED)
+                conn.transmit_soon()
+            raise
+        finally:
+            calls = self._calls.get(conn)
+            if calls is not None:
+                calls.pop(stream_id, None)
+            conn.open_streams.discard(stream_id)
+            self._retire_if_idle(conn)
+
+    async def send_message(
+        self, peer: Identity, protocol: str, body: bytes, *, addresses: list[Address] | None = None
+    ) -> None:
+        """Send a one-way message (no response; delivery is not confirmed)."""
+        frame = frames.encode_request(protocol, body)
+        if len(frame) - frames.LENGTH.size > self.config.max_request_size:
+            raise RequestTooLargeError(f"message of {len(frame)} bytes exceeds the limit")
+        async with asyncio.timeout(self.config.request_timeout):
+            conn = await self.connect(peer, addresses)
+        stream_id = conn.quic.get_next_available_stream_id(is_unidirectional=True)
+        conn.quic.send_stream_data(stream_id, frame, end_stream=True)
+        conn.transmit_soon()
+        self._last_used[conn] = asyncio.get_running_loop().time()
+        self.stats["messages_sent"] += 1
+
+    async def connect(
+        self, peer: Identity, addresses: list[Address] | None = None
+    ) -> PeerConnection:
+        """The pooled connection to *peer*, dialling one if needed.
+
+        Addresses: those given, else what the resolver (the DHT) finds, else the addresses
+        the node has seen the peer use.
+        """
+        if peer == self.identity:
+            raise PeerUnreachableError("a node cannot connect to itself")
+        conn = self._pool.get(peer)
+        if conn is not None and not conn.closed and not conn.retiring:
+            self._pool.move_to_end(peer)
+            return conn
+        pending = self._dialing.get(peer)
+        if pending is None:
+            pending = asyncio.get_running_loop().create_future()
+            self._dialing[peer] = pending
+            task = asyncio.create_task(self._dial(peer, addresses, pending))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return await asyncio.shield(pending)
+
+    async def _dial(
+        self,
+        peer: Identity,
+        addresses: list[Address] | None,
+        result: asyncio.Future[PeerConnection],
+    ) -> None:
+        try:
+            targets = addresses or await self._addresses_for(peer)
+            assert self.sock is not None
+            conn = self.sock.dial(peer, targets)
+            try:
+                async with asyncio.timeout(self.config.dial_timeout):
+                    await asyncio.shield(conn.established)
+            except TimeoutError:
+                conn.abort("dial timed out")
+                shown = ", ".join(f"{h}:{p}" for h, p in targets)
+                raise PeerUnreachableError(
+                    f"no answer from {peer.short}... at {shown} within {self.config.dial_timeout} s"
+                ) from None
+            pooled = self._pool.get(peer)
+            result.set_result(pooled if pooled is not None and not pooled.closed else conn)
+        except BaseException as exc:
+            if not result.done():
+                result.set_exception(exc)
+                result.exception()
+        finally:
+            self._dialing.pop(peer, None)
+
+    async def _addresses_for(self, peer: Identity) -> list[Address]:
+        if self._resolve is not None:
+            found = await self._resolve(peer)
+            if found:
+                return found
+        assert self.sock is not None
+        known = [c.path.address for c in self.sock.paths.candidates(peer) if not c.path.relayed]
+        if known:
+            return known
+        if peer in self._address_book:
+            return self._address_book[peer]
+        raise PeerUnreachableError(
+            f"no address known for {peer.short}...: pass addresses, bootstrap, or install a "
+            "discovery plugin (korium[dht])"
+        )
+
+    # -- StreamHandler ----------------------------------------------------------------------
+
+    def stream_data(self, conn: PeerConnection, stream_id: int, data: bytes, end: bool) -> None:
+        local = (stream_id & 1) == (0 if conn.quic._is_client else 1)
+        if local:
+            call = self._calls.get(conn, {}).get(stream_id)
+            if call is not None and not call.answered:
+                self._response_data(conn, stream_id, call, data, end)
+            return
+        incoming = self._incoming.setdefault(conn, {})
+        state = incoming.get(stream_id)
+        if state is None:
+            one_way = bool(stream_id & 2)
+            state = incoming[stream_id] = _Incoming(
+                FrameBuffer(self.config.max_request_size), one_way
+            )
+            conn.open_streams.add(stream_id)
+        if not state.refused:
+            try:
+                state.buffer.feed(data)
+            except FrameError as exc:
+                state.refused = True
+                too_large = "exceeds" in str(exc)
+                self.stats["requests_too_large" if too_large else "requests_malformed"] += 1
+                code = ErrorCode.REQUEST_TOO_LARGE if too_large else ErrorCode.MALFORMED
+                self._refuse(conn, stream_id, state, code, str(exc))
+        if end:
+            del incoming[stream_id]
+            if not state.refused:
+                self._dispatch(conn, stream_id, state)
+            elif state.one_way:
+                conn.open_streams.discard(stream_id)
+
+    def _refuse(
+        self, conn: PeerConnection, stream_id: int, state: _Incoming, code: int, message: str
+    ) -> None:
+        if not state.one_way:
+            self._respond(conn, stream_id, frames.Error(code, message[: frames.MAX_ERROR_MESSAGE]))
+        conn.quic.stop_stream(stream_id, STREAM_CANCELLED)  # tell the sender to stop sending
+        conn.transmit_soon()
+
+    def _response_data(
+        self, conn: PeerConnection, stream_id: int, call: _Call, data: bytes, end: bool
+    ) -> None:
+        future = call.future
+        try:
+            call.buffer.feed(data)
+            if not end:
+                return
+            response = frames.decode_response(call.buffer.frame())
+        except FrameError as exc:
+            call.answered = True
+            if not future.done():
+                if "exceeds" in str(exc):
+                    future.set_exception(ResponseTooLargeError(f"response discarded: {exc}"))
+                else:
+                    future.set_exception(RemoteError(f"malformed response: {exc}", code=0))
+            if not end:
+                conn.quic.stop_stream(stream_id, STREAM_CANCELLED)
+                conn.transmit_soon()
+            return
+        call.answered = True
+        if future.done():
+            return
+        if isinstance(response, frames.Ok):
+            future.set_result(response.body)
+        else:
+            future.set_exception(_remote_error(response))
+
+    def stream_reset(self, conn: PeerConnection, stream_id: int) -> None:
+        call = self._calls.get(conn, {}).get(stream_id)
+        if call is not None and not call.future.done():
+            call.future.set_exception(ConnectionLostError("the peer reset the request stream"))
+        incoming = self._incoming.get(conn, {})
+        if incoming.pop(stream_id, None) is not None:
+            conn.open_streams.discard(stream_id)
+
+    def connection_established(self, conn: PeerConnection) -> None:
+        peer = conn.peer
+        assert peer is not None
+        existing = self._pool.get(peer)
+        first = existing is None or existing.closed
+        if first:
+            self._pool[peer] = conn
+            self._enforce_pool_limit()
+        else:
+            assert existing is not None
+            keep, retire = (conn, existing) if self._preferred(conn) else (existing, conn)
+            self._pool[peer] = keep
+            retire.retiring = True
+            self.stats["duplicate_connections"] += 1
+            self._retire_if_idle(retire)
+        self._pool.move_to_end(peer)
+        self._last_used[conn] = asyncio.get_running_loop().time()
+        self._remember(peer, conn.dial_addresses if conn.dialed else [conn.remote])
+        if first and self._on_connected is not None:
+            self._on_connected(peer)
+
+    def connection_lost(self, conn: PeerConnection, reason: str, code: int) -> None:
+        retry = code in GRACEFUL_CLOSES
+        for call in self._calls.pop(conn, {}).values():
+            if not call.future.done():
+                if retry and call.buffer.received == 0:
+                    call.future.set_exception(_Retry())
+                else:
+                    call.future.set_exception(ConnectionLostError(f"connection lost: {reason}"))
+        self._incoming.pop(conn, None)
+        self._last_used.pop(conn, None)
+        peer = conn.peer
+        if peer is None or self._pool.get(peer) is not conn:
+            return
+        del self._pool[peer]
+        other = (
+            next((c for c in self.sock.connections if c.peer == peer and not c.closed), None)
+            if self.sock
+            else None
+        )
+        if other is not None:
+            other.retiring = False
+            self._pool[peer] = other
+        elif self._on_disconnected is not None:
+            self._on_disconnected(peer)
+
+    # -- server -----------------------------------------------------------------------------
+
+    def _dispatch(self, conn: PeerConnection, stream_id: int, state: _Incoming) -> None:
+        peer = conn.peer
+        try:
+            request = frames.decode_request(state.buffer.frame())
+        except FrameError as exc:
+            self.stats["requests_malformed"] += 1
+            if not state.one_way:
+                self._respond(conn, stream_id, frames.Error(ErrorCode.MALFORMED, str(exc)))
+            else:
+                conn.open_streams.discard(stream_id)
+            return
+        if peer is None:  # cannot happen: streams open only after the handshake
+            return
+        if state.one_way:
+            conn.open_streams.discard(stream_id)
+            self._deliver_message(peer, request)
+            return
+        self.stats["requests_served"] += 1
+        entry = self._handlers.get(request.protocol)
+        if entry is None:
+            self.stats["requests_unknown_protocol"] += 1
+            message = f"this node does not serve protocol {request.protocol!r}"
+            self._respond(conn, stream_id, frames.Error(ErrorCode.UNKNOWN_PROTOCOL, message))
+            return
+        handler, is_async = entry
+        if is_async:
+            task = asyncio.create_task(
+                self._run_async(conn, stream_id, handler, peer, request.body)
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        try:
+            result = handler(peer, request.body)
+        except Exception as exc:
+            self._respond(conn, stream_id, self._handler_failed(request.protocol, exc))
+            return
+        if inspect.isawaitable(result):  # a plain function that returned an awaitable
+            task = asyncio.create_task(self._finish(conn, stream_id, request.protocol, result))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+            return
+        self._respond(conn, stream_id, self._result(request.protocol, result))
+
+    async def _run_async(
+        self,
+        conn: PeerConnection,
+        stream_id: int,
+        handler: RequestHandler,
+        peer: Identity,
+        body: bytes,
+    ) -> None:
+        protocol_result = handler(peer, body)
+        assert inspect.isawaitable(protocol_result)
+        await self._finish(conn, stream_id, "", protocol_result)
+
+    async def _finish(
+        self, conn: PeerConnection, stream_id: int, protocol: str, pending: Awaitable[bytes]
+    ) -> None:
+        try:
+            async with asyncio.timeout(self.config.handler_timeout):
+                result = await pending
+        except TimeoutError:
+            message = f"handler did not answer within {self.config.handler_timeout} s"
+            self._respond(conn, stream_id, frames.Error(ErrorCode.HANDLER_TIMEOUT, message))
+            return
+        except Exception as exc:
+            self._respond(conn, stream_id, self._handler_failed(protocol, exc))
+            return
+        self._respond(conn, stream_id, self._result(protocol, result))
+
+    def _result(self, protocol: str, result: object) -> frames.Ok | frames.Error:
+        if not isinstance(result, bytes | bytearray | memoryview):
+            self.stats["handler_errors"] += 1
+            message = f"handler returned {type(result).__name__}, not bytes"
+            return frames.Error(ErrorCode.HANDLER_ERROR, message)
+        if len(result) > self.config.max_response_size - 64:
+            self.stats["responses_too_large"] += 1
+            message = f"response of {len(result)} bytes exceeds the limit; not sent"
+            return frames.Error(ErrorCode.RESPONSE_TOO_LARGE, message)
+        return frames.Ok(bytes(result))
+
+    def _handler_failed(self, protocol: str, exc: Exception) -> frames.Error:
+        self.stats["handler_errors"] += 1
+        log.debug("handler for %r raised", protocol, exc_info=exc)
+        message = f"{type(exc).__name__}: {exc}"[: frames.MAX_ERROR_MESSAGE]
+        return frames.Error(ErrorCode.HANDLER_ERROR, message)
+
+    def _respond(
+        self, conn: PeerConnection, stream_id: int, response: frames.Ok | frames.Error
+    ) -> None:
+        conn.open_streams.discard(stream_id)
+        if conn.closed:
+            return
+        try:
+            conn.quic.send_stream_data(stream_id, frames.encode_response(response), end_stream=True)
+        except Exception as exc:  # the stream was reset or stopped meanwhile
+            log.debug("cannot answer stream %d: %s", stream_id, exc)
+            return
+        conn.transmit_soon()
+        self._retire_if_idle(conn)
+
+    def _deliver_message(self, peer: Identity, request: frames.Request) -> None:
+        entry = self._message_handlers.get(request.protocol)
+        if entry is None:
+            self.stats["messages_unknown_protocol"] += 1
+            return
+        self.stats["messages_received"] += 1
+        handler, _ = entry
+        try:
+            result = handler(peer, request.body)
+        except Exception:
+            self.stats["handler_errors"] += 1
+            log.exception("message handler for %r raised", request.protocol)
+            return
+        if inspect.isawaitable(result):
+            task = asyncio.create_task(self._await_message(request.protocol, result))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _await_message(self, protocol: str, pending: Awaitable[None]) -> None:
+        try:
+            await pending
+        except Exception:
+            self.stats["handler_errors"] += 1
+            log.exception("message handler for %r raised", protocol)
+
+    # -- pool -------------------------------------------------------------------------------
+
+    def _preferred(self, conn: PeerConnection) -> bool:
+        """Of two connections to one peer, keep the one dialled by the smaller identity."""
+        peer = conn.peer
+        assert peer is not None
+        return conn.dialed == (self.identity < peer)
+
+    def _retire_if_idle(self, conn: PeerConnection) -> None:
+        if conn.retiring and conn.dialed and not conn.open_streams and not conn.closed:
+            self.stats["duplicates_closed"] += 1
+            conn.close(error_code=CLOSE_DUPLICATE, reason="duplicate connection")
+
+    def _enforce_pool_limit(self) -> None:
+        while len(self._pool) > self.config.max_connections:
+            victim = next((c for c in self._pool.values() if not c.open_streams), None)
+            if victim is None:
+                return  # every connection is busy: allow the overshoot until one idles
+            assert victim.peer is not None
+            del self._pool[victim.peer]
+            self.stats["connections_evicted"] += 1
+            victim.close(error_code=CLOSE_IDLE, reason="connection pool full")
+
+    async def _sweep(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = min(self.config.keepalive_interval, self.config.idle_close) / 2
+        while True:
+            await asyncio.sleep(interval)
+            now = loop.time()
+            for conn in list(self._pool.values()):
+                idle = now - self._last_used.get(conn, now)
+                if idle >= self.config.idle_close and not conn.open_streams:
+                    self.stats["connections_idle_closed"] += 1
+                    conn.close(error_code=CLOSE_IDLE, reason="idle")
+                elif now - conn.last_activity >= self.config.keepalive_interval:
+                    conn.ping()
+
+    def _remember(self, peer: Identity, addresses: list[Address]) -> None:
+        self._address_book[peer] = list(addresses)
+        self._address_book.move_to_end(peer)
+        while len(self._address_book) > ADDRESS_BOOK_SIZE:
+            self._address_book.popitem(last=False)
+
+    def pool_size(self) -> int:
+        return len(self._pool)
+
+    def connected_peers(self) -> list[Identity]:
+        return list(self._pool)
+
+
+def _remote_error(error: frames.Error) -> RpcError:
+    if error.code == ErrorCode.UNKNOWN_PROTOCOL:
+        return ProtocolNotSupportedError(error.message)
+    if error.code == ErrorCode.REQUEST_TOO_LARGE:
+        return RequestTooLargeError(f"the peer refused the request: {error.message}")
+    if error.code == ErrorCode.RESPONSE_TOO_LARGE:
+        return ResponseTooLargeError(f"the peer's response was too large: {error.message}")
+    return RemoteError(error.message, code=error.code)

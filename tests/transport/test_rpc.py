@@ -1,0 +1,279 @@
+"""Request/response between real nodes over loopback UDP and QUIC."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from korium import Node
+from korium.config import NodeConfig
+from korium.errors import (
+    ConfigError,
+    PeerUnreachableError,
+    ProtocolNotSupportedError,
+    RemoteError,
+    RequestTooLargeError,
+    ResponseTooLargeError,
+    RpcTimeoutError,
+)
+from korium.identity import Identity, Keypair
+from korium.rpc.endpoint import RpcConfig
+from korium.rpc.frames import MAX_REQUEST_SIZE
+from korium.transport.smartsock import TransportConfig
+
+MakeNode = Callable[..., Awaitable[Node]]
+
+
+@pytest.fixture
+async def make_node() -> AsyncIterator[MakeNode]:
+    nodes: list[Node] = []
+
+    async def make(config: NodeConfig | None = None) -> Node:
+        builder = Node.builder("127.0.0.1:0").plugins([])
+        if config is not None:
+            builder.config(config)
+        node = await builder.difficulty(4).build()
+        nodes.append(node)
+        return node
+
+    yield make
+    for node in nodes:
+        await node.close()
+
+
+async def test_echo_both_directions(make_node: MakeNode) -> None:
+    a, b = await make_node(), await make_node()
+    a.set_request_handler(lambda peer, data: b"a:" + bytes(peer)[:2] + data)
+    b.set_request_handler(lambda peer, data: b"b:" + bytes(peer)[:2] + data)
+    assert await a.send(b.identity, b"hi", addresses=[b.local_addr]) == (
+        b"b:" + bytes(a.identity)[:2] + b"hi"
+    )
+    # b never learnt a's address except from the connection a opened
+    assert await b.send(a.identity, b"yo") == b"a:" + bytes(b.identity)[:2] + b"yo"
+    assert a.stats()["rpc.pooled_connections"] == 1
+    assert b.stats()["rpc.pooled_connections"] == 1
+
+
+async def test_ten_nodes_each_send_to_every_other(make_node: MakeNode) -> None:
+    nodes = [await make_node() for _ in range(10)]
+    for node in nodes:
+        name = str(node.identity).encode()
+
+        async def handler(peer: Identity, data: bytes, name: bytes = name) -> bytes:
+            return name + b"<-" + data
+
+        node.set_request_handler(handler)
+
+    async def send(src: Node, dst: Node) -> None:
+        reply = await src.send(dst.identity, str(src.identity).encode(), addresses=[dst.local_addr])
+        assert reply == str(dst.identity).encode() + b"<-" + str(src.identity).encode()
+
+    pairs = [(s, d) for s, d in itertools.permutations(nodes, 2)]
+    await asyncio.gather(*(send(s, d) for s, d in pairs))
+    assert len(pairs) == 90
+    for node in nodes:
+        assert node.stats()["rpc.requests_served"] == 9
+
+
+async def test_async_handler_and_incoming_requests(make_node: MakeNode) -> None:
+    a, b, c = await make_node(), await make_node(), await make_node()
+
+    async def slow_upper(peer: Identity, data: bytes) -> bytes:
+        await asyncio.sleep(0.01)
+        return data.upper()
+
+    b.set_request_handler(slow_upper)
+    assert await a.send(b.identity, b"abc", addresses=[b.local_addr]) == b"ABC"
+
+    async def serve() -> None:
+        async for request in c.incoming_requests():
+            request.respond(f"got {len(request.data)} bytes from {request.peer.short}".encode())
+
+    server = asyncio.create_task(serve())
+    try:
+        reply = await a.send(c.identity, b"123456789", addresses=[c.local_addr])
+        assert reply == f"got 9 bytes from {a.identity.short}".encode()
+    finally:
+        server.cancel()
+    with pytest.raises(ConfigError):
+        c.set_request_handler(slow_upper)
+
+
+async def test_handler_error_is_a_remote_error_not_a_hang(make_node: MakeNode) -> None:
+    a, b = await make_node(), await make_node()
+
+    def broken(peer: Identity, data: bytes) -> bytes:
+        raise ValueError("cannot parse " + data.decode())
+
+    b.set_request_handler(broken)
+    with pytest.raises(RemoteError, match="ValueError: cannot parse xyz") as info:
+        await a.send(b.identity, b"xyz", addresses=[b.local_addr], timeout=5)
+    assert info.value.code == 2
+
+    async def broken_async(peer: Identity, data: bytes) -> bytes:
+        raise KeyError("missing")
+
+    b.set_request_handler(broken_async)
+    with pytest.raises(RemoteError, match="KeyError"):
+        await a.send(b.identity, b"xyz", timeout=5)
+    assert b.stats()["rpc.handler_errors"] == 2
+
+
+async def test_handler_returning_wrong_type_is_a_remote_error(make_node: MakeNode) -> None:
+    a, b = await make_node(), await make_node()
+    b.set_request_handler(lambda peer, data: "text, not bytes")  # type: ignore[arg-type,return-value]
+    with pytest.raises(RemoteError, match="handler returned str, not bytes"):
+        await a.send(b.identity, b"x", addresses=[b.local_addr])
+
+
+async def test_unknown_protocol_is_typed(make_node: MakeNode) -> None:
+    a, b = await make_node(), await make_node()
+    with pytest.raises(ProtocolNotSupportedError, match="korium/nothing/1"):
+        await a.rpc.request(b.identity, "korium/nothing/1", b"", addresses=[b.local_addr])
+    # no plain handler set: plain requests are refused at once, not left to time out
+    with pytest.raises(ProtocolNotSupportedError):
+        await a.send(b.identity, b"x", timeout=5)
+
+
+async def test_request_over_the_limit_is_refused_and_connection_survives(
+    make_node: MakeNode,
+) -> None:
+    a, b = await make_node(), await make_node()
+    b.set_request_handler(lambda peer, data: str(len(data)).encode())
+    value = b"v" * (1024 * 1024)  # a 1 MB DHT value fits
+    assert await a.send(b.identity, value, addresses=[b.local_addr]) == b"1048576"
+    with pytest.raises(RequestTooLargeError, match="was not sent"):
+        await a.send(b.identity, b"v" * (MAX_REQUEST_SIZE + 1))
+    assert await a.send(b.identity, b"after") == b"5"
+    assert a.stats()["transport.connections"] == 1
+
+
+async def test_peer_refuses_oversized_request_with_typed_error(make_node: MakeNode) -> None:
+    # a client configured with a larger limit than the server: the server refuses it
+    # from the length prefix, before buffering, and the connection keeps working
+    big = NodeConfig(rpc=RpcConfig(max_request_size=4 * 1024 * 1024))
+    a, b = await make_node(big), await make_node()
+    b.set_request_handler(lambda peer, data: b"ok")
+    with pytest.raises(RequestTooLargeError, match="the peer refused"):
+        await a.send(b.identity, b"v" * (2 * 1024 * 1024), addresses=[b.local_addr], timeout=10)
+    assert await a.send(b.identity, b"small") == b"ok"
+    assert b.stats()["rpc.requests_too_large"] == 1
+
+
+async def test_response_over_the_limit_is_typed(make_node: MakeNode) -> None:
+    a, b = await make_node(), await make_node()
+    b.set_request_handler(lambda peer, data: b"r" * (MAX_REQUEST_SIZE + 10))
+    with pytest.raises(ResponseTooLargeError):
+        await a.send(b.identity, b"x", addresses=[b.local_addr])
+    # a client with a smaller response limit discards a large answer unread
+    small = NodeConfig(rpc=RpcConfig(max_response_size=1000))
+    c = await make_node(small)
+    b.set_request_handler(lambda peer, data: b"r" * 5000)
+    with pytest.raises(ResponseTooLargeError, match="discarded"):
+        await c.send(b.identity, b"x", addresses=[b.local_addr])
+
+
+async def test_request_timeout_is_typed(make_node: MakeNode) -> None:
+    a, b = await make_node(), await make_node()
+
+    async def stall(peer: Identity, data: bytes) -> bytes:
+        await asyncio.sleep(30)
+        return b""
+
+    b.set_request_handler(stall)
+    with pytest.raises(RpcTimeoutError, match=r"within 0\.3 s"):
+        await a.send(b.identity, b"x", addresses=[b.local_addr], timeout=0.3)
+    assert isinstance(RpcTimeoutError("x"), TimeoutError)
+
+
+async def test_dead_peer_does_not_stall_requests_to_others(make_node: MakeNode) -> None:
+    fast = NodeConfig(rpc=RpcConfig(dial_timeout=2.0))
+    a, b = await make_node(fast), await make_node()
+    b.set_request_handler(lambda peer, data: data)
+    silent = Keypair.generate().identity
+    # a port nobody answers on
+    dead = asyncio.create_task(a.send(silent, b"x", addresses=[("127.0.0.1", 9)]))
+    await asyncio.sleep(0.05)
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for _ in range(20):
+        assert await a.send(b.identity, b"ping", addresses=[b.local_addr]) == b"ping"
+    assert loop.time() - start < 1.5  # all done while the dead dial is still pending
+    assert not dead.done()
+    with pytest.raises(PeerUnreachableError, match="no answer"):
+        await dead
+
+
+async def test_no_address_known_is_a_clear_error(make_node: MakeNode) -> None:
+    a = await make_node()
+    with pytest.raises(PeerUnreachableError, match="no address known"):
+        await a.send(Keypair.generate().identity, b"x")
+    with pytest.raises(PeerUnreachableError, match="itself"):
+        await a.send(a.identity, b"x", addresses=[a.local_addr])
+
+
+async def test_one_way_messages(make_node: MakeNode) -> None:
+    a, b = await make_node(), await make_node()
+    got: asyncio.Queue[tuple[Identity, bytes]] = asyncio.Queue()
+    b.rpc.register_message("test/note/1", lambda peer, data: got.put_nowait((peer, data)))
+    for i in range(5):
+        await a.rpc.send_message(b.identity, "test/note/1", b"n%d" % i, addresses=[b.local_addr])
+    received = [await asyncio.wait_for(got.get(), 5) for _ in range(5)]
+    assert sorted(data for _, data in received) == [b"n0", b"n1", b"n2", b"n3", b"n4"]
+    assert all(peer == a.identity for peer, _ in received)
+
+
+async def test_simultaneous_dials_end_with_one_connection(make_node: MakeNode) -> None:
+    a, b = await make_node(), await make_node()
+    a.set_request_handler(lambda peer, data: b"from a")
+    b.set_request_handler(lambda peer, data: b"from b")
+    for _ in range(3):
+        ra, rb = await asyncio.gather(
+            a.send(b.identity, b"x", addresses=[b.local_addr]),
+            b.send(a.identity, b"y", addresses=[a.local_addr]),
+        )
+        assert (ra, rb) == (b"from b", b"from a")
+    for _ in range(50):  # the duplicate is retired once idle
+        if len(a.smartsock.connections) == len(b.smartsock.connections) == 1:
+            break
+        await asyncio.sleep(0.05)
+    assert len(a.smartsock.connections) == 1
+    assert len(b.smartsock.connections) == 1
+    # and the survivor carries traffic both ways
+    assert await a.send(b.identity, b"x") == b"from b"
+    assert await b.send(a.identity, b"y") == b"from a"
+    failed = a.stats().get("rpc.requests_failed", 0) + b.stats().get("rpc.requests_failed", 0)
+    assert failed == 0
+
+
+async def test_pooled_connection_survives_idle_periods(make_node: MakeNode) -> None:
+    # idle timeout 1 s, keep-alive every 0.25 s: without the pings the connection would die
+    quick = NodeConfig(
+        transport=TransportConfig(idle_timeout=1.0),
+        rpc=RpcConfig(keepalive_interval=0.25, idle_close=30.0),
+    )
+    a, b = await make_node(quick), await make_node(quick)
+    b.set_request_handler(lambda peer, data: data)
+    await a.send(b.identity, b"1", addresses=[b.local_addr])
+    conn = await a.connect(b.identity)
+    await asyncio.sleep(3.0)
+    assert not conn.closed
+    assert await a.connect(b.identity) is conn
+    assert await a.send(b.identity, b"2") == b"2"
+
+
+async def test_idle_connection_is_closed_and_redialled(make_node: MakeNode) -> None:
+    quick = NodeConfig(rpc=RpcConfig(keepalive_interval=0.1, idle_close=0.3))
+    a, b = await make_node(quick), await make_node()
+    b.set_request_handler(lambda peer, data: data)
+    await a.send(b.identity, b"1", addresses=[b.local_addr])
+    first = await a.connect(b.identity)
+    for _ in range(40):
+        if first.closed:
+            break
+        await asyncio.sleep(0.05)
+    assert first.closed
+    assert await a.send(b.identity, b"2") == b"2"  # redialled from the remembered address
