@@ -59,7 +59,13 @@ class PathConfig:
     """Weight of a new RTT sample in the smoothed estimate (EMA)."""
     max_peers: int = 10_000
     max_candidates: int = 24
-    """Per peer; adding one more evicts the worst."""
+    """Per peer; adding one more evicts the worst (never the working one in use)."""
+
+    def __post_init__(self) -> None:
+        if self.max_peers < 1 or self.max_candidates < 1:
+            raise ValueError("max_peers and max_candidates must be at least 1")
+        if not 0 < self.rtt_weight <= 1:
+            raise ValueError("rtt_weight must be in (0, 1]")
 
 
 @dataclass(slots=True)
@@ -120,7 +126,15 @@ class PathTable:
         if path in state.candidates:
             return
         if len(state.candidates) >= self.config.max_candidates:
-            self._drop(peer, state, min(state.candidates.values(), key=_keep_score).path, now)
+            limit = self.config.max_failures
+            spare = [
+                c
+                for c in state.candidates.values()
+                if c.path != state.active or c.failures >= limit  # in use and working: keep
+            ]
+            if not spare:
+                return
+            self._drop(peer, state, min(spare, key=_keep_score).path, now)
         state.candidates[path] = Candidate(path)
         if not path.relayed:
             self._by_address[path.address] = peer
@@ -156,6 +170,7 @@ class PathTable:
         if state is None or candidate is None:
             return True
         candidate.probing = None
+        self._peers.move_to_end(pending.peer)
         sample = max(0.0, (now - pending.sent_at) * 1000.0)
         weight = self.config.rtt_weight
         rtt = candidate.rtt_ms
@@ -172,6 +187,7 @@ class PathTable:
         if candidate is not None:
             candidate.last_success = now
             candidate.failures = 0
+            self._peers.move_to_end(peer)
 
     def handle_timer(self, now: float) -> None:
         """Count probes that timed out as failures and re-select paths."""
@@ -299,6 +315,11 @@ class PathTable:
             self._switch(peer, state, fallback)
 
 
-def _keep_score(candidate: Candidate) -> tuple[bool, float]:
-    """Lower is evicted first: failed candidates, then the least recently successful."""
-    return (candidate.failures == 0, candidate.last_success or -1.0)
+def _keep_score(candidate: Candidate) -> tuple[bool, bool, float]:
+    """Lower is evicted first: failed, then never answered, then the slowest candidate."""
+    rtt = candidate.rtt_ms
+    return (
+        candidate.failures == 0,
+        candidate.last_success is not None,
+        -rtt if rtt is not None else float("-inf"),
+    )

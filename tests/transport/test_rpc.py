@@ -277,3 +277,57 @@ async def test_idle_connection_is_closed_and_redialled(make_node: MakeNode) -> N
         await asyncio.sleep(0.05)
     assert first.closed
     assert await a.send(b.identity, b"2") == b"2"  # redialled from the remembered address
+
+
+async def test_at_most_64_concurrent_streams_per_connection(make_node: MakeNode) -> None:
+    a, b = await make_node(), await make_node()
+    running = 0
+    peak = 0
+    release = asyncio.Event()
+
+    async def hold(peer: Identity, data: bytes) -> bytes:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await release.wait()
+        running -= 1
+        return data
+
+    b.set_request_handler(hold)
+    await a.connect(b.identity, [b.local_addr])
+    calls = [asyncio.create_task(a.send(b.identity, b"%d" % i)) for i in range(100)]
+    for _ in range(100):
+        if running >= 64:
+            break
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.2)
+    assert running == 64  # the 36 others wait for stream credit: queued, not failed
+    release.set()
+    replies = await asyncio.gather(*calls)
+    assert replies == [b"%d" % i for i in range(100)]
+    assert peak == 64
+
+
+async def test_pool_is_bounded_and_evicts_least_recently_used(make_node: MakeNode) -> None:
+    a = await make_node(NodeConfig(rpc=RpcConfig(max_connections=2)))
+    peers = [await make_node() for _ in range(3)]
+    for peer in peers:
+        peer.set_request_handler(lambda p, data: data)
+    for peer in peers:
+        await a.send(peer.identity, b"x", addresses=[peer.local_addr])
+    assert a.stats()["rpc.pooled_connections"] == 2
+    assert a.stats()["rpc.connections_evicted"] == 1
+    # the evicted peer is redialled on demand
+    assert await a.send(peers[0].identity, b"again") == b"again"
+
+
+async def test_ipv6_loopback(make_node: MakeNode) -> None:
+    a = await Node.builder("[::1]:0").difficulty(4).plugins([]).build()
+    b = await Node.builder("[::1]:0").difficulty(4).plugins([]).build()
+    try:
+        assert a.local_addr[0] == "::1"
+        b.set_request_handler(lambda peer, data: b"v6:" + data)
+        assert await a.send(b.identity, b"x", addresses=[f"[::1]:{b.local_addr[1]}"]) == b"v6:x"
+    finally:
+        await a.close()
+        await b.close()
