@@ -8,7 +8,7 @@ from typing import Any
 from korium.errors import ConfigError
 from korium.identity import DEFAULT_DIFFICULTY, DEFAULT_MAX_AGE_S
 from korium.identity.pow import check_difficulty
-from korium.rpc.endpoint import RpcConfig
+from korium.rpc.dispatch import RpcConfig
 from korium.transport.smartsock import TransportConfig
 
 

@@ -13,10 +13,10 @@ import asyncio
 import logging
 import os
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from cryptography import x509
 
@@ -32,6 +32,9 @@ from korium.transport.addresses import Address, format_address, parse_address
 from korium.transport.connection import PeerConnection
 from korium.transport.smartsock import SmartSock
 from korium.transport.tls import certificate_proof
+
+if TYPE_CHECKING:
+    from korium.testing import SimNetwork
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +69,17 @@ class NodeBuilder:
         self._key_file: str | os.PathLike[str] | None = None
         self._config = NodeConfig()
         self._profile = Profile()
+        self._network: SimNetwork | None = None
+
+    def simulated(self, network: SimNetwork) -> Self:
+        """Run on a :class:`korium.testing.SimNetwork` instead of a UDP socket.
+
+        The node's ``rpc`` then talks through the simulated network (on virtual time, with
+        latency, loss and partitions) and plugins run unchanged; there is no socket, so
+        ``local_addr`` and ``connect`` are unavailable.
+        """
+        self._network = network
+        return self
 
     def identity(self, node_identity: NodeIdentity) -> Self:
         """Use this identity (its proof must reach the configured difficulty)."""
@@ -116,7 +130,9 @@ class NodeBuilder:
         self._config.validate()
         host = PluginHost(self._profile)
         host.hook.korium_configure(config=self._config)
-        node = Node(await self._node_identity(), self._config, host, self._address)
+        node = Node(
+            await self._node_identity(), self._config, host, self._address, network=self._network
+        )
         host.hook.korium_node_setup(node=node)
         host.check_provided(node.services)
         await node.start()
@@ -147,21 +163,29 @@ class Node:
         config: NodeConfig,
         host: PluginHost,
         address: Address = ("0.0.0.0", 0),
+        *,
+        network: SimNetwork | None = None,
     ) -> None:
         self.node_identity = node_identity
         self.config = config
         self.plugins = host
         self.services = ServiceRegistry()
         self._address = address
-        self._endpoint = RpcEndpoint(
-            node_identity.identity,
-            config.rpc,
-            resolve=self._resolve_addresses,
-            on_peer_connected=self._peer_connected,
-            on_peer_disconnected=self._peer_disconnected,
-        )
-        self.rpc: Rpc = self._endpoint
+        self._network = network
+        self._endpoint: RpcEndpoint | None = None
+        self.rpc: Rpc
         """Request/response and one-way messages for plugins (``node.rpc.register(...)``)."""
+        if network is not None:
+            self.rpc = network.add_node(node_identity.identity, config=config.rpc)
+        else:
+            self._endpoint = RpcEndpoint(
+                node_identity.identity,
+                config.rpc,
+                resolve=self._resolve_addresses,
+                on_peer_connected=self._peer_connected,
+                on_peer_disconnected=self._peer_disconnected,
+            )
+            self.rpc = self._endpoint
         self._sock: SmartSock | None = None
         self._started = False
         self._plain_handler: RequestFunction | None = None
@@ -218,9 +242,17 @@ class Node:
 
     @property
     def _smartsock(self) -> SmartSock:
+        if self._network is not None:
+            raise KoriumError("a simulated node has no socket")
         if self._sock is None:
             raise KoriumError("the node is not running: build it or call start() first")
         return self._sock
+
+    @property
+    def _quic(self) -> RpcEndpoint:
+        if self._endpoint is None:
+            raise KoriumError("a simulated node has no QUIC connections; use node.rpc")
+        return self._endpoint
 
     def routable_addresses(self) -> list[str]:
         """``HOST:PORT`` strings peers can try: the bound address, or every local one."""
@@ -259,6 +291,16 @@ class Node:
         """Bind the socket and run every plugin's ``korium_node_started`` hook."""
         if self._started:
             return
+        if self._endpoint is not None:
+            await self._bind(self._endpoint)
+        self._started = True
+        try:
+            await await_results(self.plugins.hook.korium_node_started(node=self))
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _bind(self, endpoint: RpcEndpoint) -> None:
         extensions = [
             extension
             for result in self.plugins.hook.korium_certificate_extensions(node=self)
@@ -267,20 +309,14 @@ class Node:
         ]
         sock = SmartSock(
             self.node_identity,
-            handler=self._endpoint,
+            handler=endpoint,
             verifier=self._verify_peer,
             config=self.config.transport,
             certificate_extensions=extensions,
         )
         await sock.bind(self._address)
         self._sock = sock
-        self._endpoint.start(sock)
-        self._started = True
-        try:
-            await await_results(self.plugins.hook.korium_node_started(node=self))
-        except BaseException:
-            await self.close()
-            raise
+        endpoint.start(sock)
         log.info("node %s listening on %s", self.identity, format_address(self.local_addr))
 
     async def close(self) -> None:
@@ -295,9 +331,12 @@ class Node:
                 await asyncio.wait_for(result, self.config.shutdown_timeout_s)
             except Exception:
                 log.exception("a plugin failed while stopping node %s", self.identity.short)
-        await self._endpoint.close()
+        if self._endpoint is not None:
+            await self._endpoint.close()
         if self._sock is not None:
             self._sock.close()
+        if self._network is not None:
+            self._network.remove_node(self.identity)
 
     stop = close
 
@@ -320,8 +359,9 @@ class Node:
             stats.update({f"transport.{k}": v for k, v in self._sock.stats.items()})
             stats.update(self._sock.path_stats())
             stats["transport.connections"] = len(self._sock.connections)
-        stats.update({f"rpc.{k}": v for k, v in self._endpoint.stats.items()})
-        stats["rpc.pooled_connections"] = self._endpoint.pool_size()
+        rpc_stats: Mapping[str, int] = getattr(self.rpc, "stats", {})
+        stats.update({f"rpc.{k}": v for k, v in rpc_stats.items()})
+        stats["rpc.pooled_connections"] = len(self.rpc.connected_peers())
         for contribution in self.plugins.hook.korium_stats(node=self):
             if contribution:
                 stats.update(contribution)
@@ -340,18 +380,19 @@ class Node:
         """
         targets = [_to_address(a) for a in addresses] if addresses is not None else None
         try:
-            return await self._endpoint.connect(peer, targets)
+            return await self._quic.connect(peer, targets)
         except PeerUnreachableError as error:
             for attempt in self.plugins.hook.korium_dial_fallback(
                 node=self, peer=peer, contact=None, error=error
             ):
                 if attempt is not None and await attempt:
-                    return await self._endpoint.connect(peer)
+                    return await self._quic.connect(peer)
             raise
 
     async def bootstrap(self, peer: Identity, address: AddressLike) -> None:
         """Join the network through *peer* at *address*: connect, then let plugins run."""
-        await self.connect(peer, [address])
+        if self._network is None:  # a simulated network routes by identity: nothing to dial
+            await self.connect(peer, [address])
         await await_results(self.plugins.hook.korium_bootstrap(node=self, peer=peer))
 
     async def send(
@@ -364,7 +405,7 @@ class Node:
     ) -> bytes:
         """Send *data* to *peer*'s request handler and return its response."""
         targets = [_to_address(a) for a in addresses] if addresses is not None else None
-        return await self._endpoint.request(
+        return await self.rpc.request(
             peer, PLAIN_PROTOCOL, data, addresses=targets, timeout=timeout
         )
 
@@ -378,9 +419,9 @@ class Node:
         """
         if self._incoming is not None:
             raise ConfigError("requests are already consumed through incoming_requests()")
-        self._endpoint.unregister(PLAIN_PROTOCOL)
+        self.rpc.unregister(PLAIN_PROTOCOL)
         self._plain_handler = handler
-        self._endpoint.register(PLAIN_PROTOCOL, handler)
+        self.rpc.register(PLAIN_PROTOCOL, handler)
 
     def incoming_requests(self) -> AsyncIterator[IncomingRequest]:
         """Requests as they arrive, to answer with ``request.respond(data)``.
@@ -397,7 +438,7 @@ class Node:
             await queue.put(IncomingRequest(peer, data, future))
             return await future
 
-        self._endpoint.register(PLAIN_PROTOCOL, enqueue)
+        self.rpc.register(PLAIN_PROTOCOL, enqueue)
 
         async def iterate() -> AsyncIterator[IncomingRequest]:
             while True:

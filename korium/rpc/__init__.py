@@ -38,6 +38,10 @@ class Rpc(Protocol):
         """Receive one-way messages for *protocol*."""
         ...
 
+    def unregister(self, protocol: str) -> None:
+        """Stop serving *protocol*."""
+        ...
+
     async def request(
         self,
         peer: Identity,

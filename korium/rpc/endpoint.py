@@ -15,29 +15,36 @@ retried once on the kept connection: the swap is invisible to callers.
 from __future__ import annotations
 
 import asyncio
-import inspect
+import functools
 import logging
 from collections import Counter, OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from korium.errors import (
     ConnectionLostError,
     PeerUnreachableError,
-    ProtocolNotSupportedError,
-    RemoteError,
     RequestTooLargeError,
-    ResponseTooLargeError,
     RpcError,
     RpcTimeoutError,
 )
 from korium.identity import Identity
 from korium.rpc import MessageHandler, RequestHandler, frames
+from korium.rpc.dispatch import (
+    Dispatcher,
+    RpcConfig,
+    encode_request,
+    error_frame,
+    frame_error,
+    response_body,
+)
 from korium.rpc.frames import ErrorCode, FrameBuffer, FrameError
 from korium.transport.addresses import Address
 from korium.transport.connection import PeerConnection
 from korium.transport.smartsock import SmartSock
+
+__all__ = ["RpcConfig", "RpcEndpoint"]
 
 log = logging.getLogger(__name__)
 
@@ -50,23 +57,6 @@ GRACEFUL_CLOSES: Final = frozenset({CLOSE_IDLE, CLOSE_DUPLICATE})
 """Close codes sent only by a side with no stream open: a request that met one never ran."""
 STREAM_CANCELLED: Final = 0x1
 ADDRESS_BOOK_SIZE: Final = 10_000
-
-
-@dataclass(frozen=True, slots=True)
-class RpcConfig:
-    """RPC settings. Times in seconds, sizes in bytes."""
-
-    request_timeout: float = 10.0
-    dial_timeout: float = 5.0
-    handler_timeout: float = 30.0
-    max_connections: int = 1_000
-    """Pooled connections (one per peer); the least recently used idle one is closed first."""
-    idle_close: float = 120.0
-    """A pooled connection without requests for this long is closed."""
-    keepalive_interval: float = 15.0
-    """Pooled connections quieter than this get a PING (well inside the QUIC idle timeout)."""
-    max_request_size: int = frames.MAX_REQUEST_SIZE
-    max_response_size: int = frames.MAX_RESPONSE_SIZE
 
 
 class _Retry(Exception):
@@ -106,8 +96,7 @@ class RpcEndpoint:
         self._resolve = resolve
         self._on_connected = on_peer_connected
         self._on_disconnected = on_peer_disconnected
-        self._handlers: dict[str, tuple[RequestHandler, bool]] = {}
-        self._message_handlers: dict[str, tuple[MessageHandler, bool]] = {}
+        self.dispatcher = Dispatcher(self.config, self.stats, self._spawn)
         self._pool: OrderedDict[Identity, PeerConnection] = OrderedDict()
         self._dialing: dict[Identity, asyncio.Future[PeerConnection]] = {}
         self._calls: dict[PeerConnection, dict[int, _Call]] = {}
@@ -123,25 +112,20 @@ class RpcEndpoint:
 
     def register(self, protocol: str, handler: RequestHandler) -> None:
         """Serve requests for *protocol* (``"korium/dht/1"``...) with *handler*."""
-        self._check_name(protocol, self._handlers)
-        self._handlers[protocol] = (handler, inspect.iscoroutinefunction(handler))
+        self.dispatcher.register(protocol, handler)
 
     def unregister(self, protocol: str) -> None:
         """Stop serving *protocol* (requests get ProtocolNotSupportedError)."""
-        self._handlers.pop(protocol, None)
-        self._message_handlers.pop(protocol, None)
+        self.dispatcher.unregister(protocol)
 
     def register_message(self, protocol: str, handler: MessageHandler) -> None:
         """Receive one-way messages for *protocol* with *handler*."""
-        self._check_name(protocol, self._message_handlers)
-        self._message_handlers[protocol] = (handler, inspect.iscoroutinefunction(handler))
+        self.dispatcher.register_message(protocol, handler)
 
-    @staticmethod
-    def _check_name(protocol: str, table: Mapping[str, object]) -> None:
-        if not 0 < len(protocol.encode()) <= frames.MAX_PROTOCOL_NAME:
-            raise ValueError(f"protocol names are 1 to {frames.MAX_PROTOCOL_NAME} bytes")
-        if protocol in table:
-            raise ValueError(f"protocol {protocol!r} already has a handler")
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -179,13 +163,11 @@ class RpcEndpoint:
             ProtocolNotSupportedError, RemoteError, RequestTooLargeError,
             ResponseTooLargeError, ConnectionLostError:
         """
-        frame = frames.encode_request(protocol, body)
-        if len(frame) - frames.LENGTH.size > self.config.max_request_size:
+        try:
+            frame = encode_request(protocol, body, self.config)
+        except RequestTooLargeError:
             self.stats["requests_too_large"] += 1
-            raise RequestTooLargeError(
-                f"request of {len(frame)} bytes exceeds the "
-                f"{self.config.max_request_size}-byte limit: it was not sent"
-            )
+            raise
         limit = self.config.request_timeout if timeout is None else timeout
         self.stats["requests_sent"] += 1
         try:
@@ -240,11 +222,14 @@ class RpcEndpoint:
         self, peer: Identity, protocol: str, body: bytes, *, addresses: list[Address] | None = None
     ) -> None:
         """Send a one-way message (no response; delivery is not confirmed)."""
-        frame = frames.encode_request(protocol, body)
-        if len(frame) - frames.LENGTH.size > self.config.max_request_size:
-            raise RequestTooLargeError(f"message of {len(frame)} bytes exceeds the limit")
-        async with asyncio.timeout(self.config.request_timeout):
-            conn = await self.connect(peer, addresses)
+        frame = encode_request(protocol, body, self.config, "message")
+        try:
+            async with asyncio.timeout(self.config.request_timeout):
+                conn = await self.connect(peer, addresses)
+        except TimeoutError:
+            raise RpcTimeoutError(
+                f"no connection to {peer.short}... within {self.config.request_timeout} s"
+            ) from None
         stream_id = conn.quic.get_next_available_stream_id(is_unidirectional=True)
         conn.quic.send_stream_data(stream_id, frame, end_stream=True)
         conn.transmit_soon()
@@ -269,9 +254,7 @@ class RpcEndpoint:
         if pending is None:
             pending = asyncio.get_running_loop().create_future()
             self._dialing[peer] = pending
-            task = asyncio.create_task(self._dial(peer, addresses, pending))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._spawn(self._dial(peer, addresses, pending))
         return await asyncio.shield(pending)
 
     async def _dial(
@@ -352,10 +335,10 @@ class RpcEndpoint:
                 conn.open_streams.discard(stream_id)
 
     def _refuse(
-        self, conn: PeerConnection, stream_id: int, state: _Incoming, code: int, message: str
+        self, conn: PeerConnection, stream_id: int, state: _Incoming, code: ErrorCode, message: str
     ) -> None:
         if not state.one_way:
-            self._respond(conn, stream_id, frames.Error(code, message[: frames.MAX_ERROR_MESSAGE]))
+            self._respond(conn, stream_id, error_frame(code, message))
         conn.quic.stop_stream(stream_id, STREAM_CANCELLED)  # tell the sender to stop sending
         conn.transmit_soon()
 
@@ -367,14 +350,11 @@ class RpcEndpoint:
             call.buffer.feed(data)
             if not end:
                 return
-            response = frames.decode_response(call.buffer.frame())
+            frame = call.buffer.frame()
         except FrameError as exc:
             call.answered = True
             if not future.done():
-                if "exceeds" in str(exc):
-                    future.set_exception(ResponseTooLargeError(f"response discarded: {exc}"))
-                else:
-                    future.set_exception(RemoteError(f"malformed response: {exc}", code=0))
+                future.set_exception(frame_error(exc))
             if not end:
                 conn.quic.stop_stream(stream_id, STREAM_CANCELLED)
                 conn.transmit_soon()
@@ -382,18 +362,26 @@ class RpcEndpoint:
         call.answered = True
         if future.done():
             return
-        if isinstance(response, frames.Ok):
-            future.set_result(response.body)
-        else:
-            future.set_exception(_remote_error(response))
+        try:
+            future.set_result(response_body(frame, self.config))
+        except RpcError as exc:
+            future.set_exception(exc)
 
     def stream_reset(self, conn: PeerConnection, stream_id: int) -> None:
         call = self._calls.get(conn, {}).get(stream_id)
         if call is not None and not call.future.done():
             call.future.set_exception(ConnectionLostError("the peer reset the request stream"))
         incoming = self._incoming.get(conn, {})
-        if incoming.pop(stream_id, None) is not None:
+        state = incoming.pop(stream_id, None)
+        if state is not None:
             conn.open_streams.discard(stream_id)
+        if state is not None and not state.one_way and not conn.closed:
+            # finish our half too, or aioquic keeps the stream and its credit forever
+            try:
+                conn.quic.reset_stream(stream_id, STREAM_CANCELLED)
+            except Exception:  # already finished (answered before the reset arrived)
+                return
+            conn.transmit_soon()
 
     def connection_established(self, conn: PeerConnection) -> None:
         peer = conn.peer
@@ -445,91 +433,23 @@ class RpcEndpoint:
 
     def _dispatch(self, conn: PeerConnection, stream_id: int, state: _Incoming) -> None:
         peer = conn.peer
+        if peer is None:  # cannot happen: streams open only after the handshake
+            return
+        self._last_used[conn] = asyncio.get_running_loop().time()
         try:
-            request = frames.decode_request(state.buffer.frame())
+            frame = state.buffer.frame()
         except FrameError as exc:
             self.stats["requests_malformed"] += 1
-            if not state.one_way:
-                self._respond(conn, stream_id, frames.Error(ErrorCode.MALFORMED, str(exc)))
-            else:
+            if state.one_way:
                 conn.open_streams.discard(stream_id)
-            return
-        if peer is None:  # cannot happen: streams open only after the handshake
+            else:
+                self._respond(conn, stream_id, error_frame(ErrorCode.MALFORMED, str(exc)))
             return
         if state.one_way:
             conn.open_streams.discard(stream_id)
-            self._deliver_message(peer, request)
-            return
-        self.stats["requests_served"] += 1
-        entry = self._handlers.get(request.protocol)
-        if entry is None:
-            self.stats["requests_unknown_protocol"] += 1
-            message = f"this node does not serve protocol {request.protocol!r}"
-            self._respond(conn, stream_id, frames.Error(ErrorCode.UNKNOWN_PROTOCOL, message))
-            return
-        handler, is_async = entry
-        if is_async:
-            task = asyncio.create_task(
-                self._run_async(conn, stream_id, handler, peer, request.body)
-            )
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-            return
-        try:
-            result = handler(peer, request.body)
-        except Exception as exc:
-            self._respond(conn, stream_id, self._handler_failed(request.protocol, exc))
-            return
-        if inspect.isawaitable(result):  # a plain function that returned an awaitable
-            task = asyncio.create_task(self._finish(conn, stream_id, request.protocol, result))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-            return
-        self._respond(conn, stream_id, self._result(request.protocol, result))
-
-    async def _run_async(
-        self,
-        conn: PeerConnection,
-        stream_id: int,
-        handler: RequestHandler,
-        peer: Identity,
-        body: bytes,
-    ) -> None:
-        protocol_result = handler(peer, body)
-        assert inspect.isawaitable(protocol_result)
-        await self._finish(conn, stream_id, "", protocol_result)
-
-    async def _finish(
-        self, conn: PeerConnection, stream_id: int, protocol: str, pending: Awaitable[bytes]
-    ) -> None:
-        try:
-            async with asyncio.timeout(self.config.handler_timeout):
-                result = await pending
-        except TimeoutError:
-            message = f"handler did not answer within {self.config.handler_timeout} s"
-            self._respond(conn, stream_id, frames.Error(ErrorCode.HANDLER_TIMEOUT, message))
-            return
-        except Exception as exc:
-            self._respond(conn, stream_id, self._handler_failed(protocol, exc))
-            return
-        self._respond(conn, stream_id, self._result(protocol, result))
-
-    def _result(self, protocol: str, result: object) -> frames.Ok | frames.Error:
-        if not isinstance(result, bytes | bytearray | memoryview):
-            self.stats["handler_errors"] += 1
-            message = f"handler returned {type(result).__name__}, not bytes"
-            return frames.Error(ErrorCode.HANDLER_ERROR, message)
-        if len(result) > self.config.max_response_size - 64:
-            self.stats["responses_too_large"] += 1
-            message = f"response of {len(result)} bytes exceeds the limit; not sent"
-            return frames.Error(ErrorCode.RESPONSE_TOO_LARGE, message)
-        return frames.Ok(bytes(result))
-
-    def _handler_failed(self, protocol: str, exc: Exception) -> frames.Error:
-        self.stats["handler_errors"] += 1
-        log.debug("handler for %r raised", protocol, exc_info=exc)
-        message = f"{type(exc).__name__}: {exc}"[: frames.MAX_ERROR_MESSAGE]
-        return frames.Error(ErrorCode.HANDLER_ERROR, message)
+            self.dispatcher.deliver(peer, frame)
+        else:
+            self.dispatcher.serve(peer, frame, functools.partial(self._respond, conn, stream_id))
 
     def _respond(
         self, conn: PeerConnection, stream_id: int, response: frames.Ok | frames.Error
@@ -544,31 +464,6 @@ class RpcEndpoint:
             return
         conn.transmit_soon()
         self._retire_if_idle(conn)
-
-    def _deliver_message(self, peer: Identity, request: frames.Request) -> None:
-        entry = self._message_handlers.get(request.protocol)
-        if entry is None:
-            self.stats["messages_unknown_protocol"] += 1
-            return
-        self.stats["messages_received"] += 1
-        handler, _ = entry
-        try:
-            result = handler(peer, request.body)
-        except Exception:
-            self.stats["handler_errors"] += 1
-            log.exception("message handler for %r raised", request.protocol)
-            return
-        if inspect.isawaitable(result):
-            task = asyncio.create_task(self._await_message(request.protocol, result))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-
-    async def _await_message(self, protocol: str, pending: Awaitable[None]) -> None:
-        try:
-            await pending
-        except Exception:
-            self.stats["handler_errors"] += 1
-            log.exception("message handler for %r raised", protocol)
 
     # -- pool -------------------------------------------------------------------------------
 
@@ -618,13 +513,3 @@ class RpcEndpoint:
 
     def connected_peers(self) -> list[Identity]:
         return list(self._pool)
-
-
-def _remote_error(error: frames.Error) -> RpcError:
-    if error.code == ErrorCode.UNKNOWN_PROTOCOL:
-        return ProtocolNotSupportedError(error.message)
-    if error.code == ErrorCode.REQUEST_TOO_LARGE:
-        return RequestTooLargeError(f"the peer refused the request: {error.message}")
-    if error.code == ErrorCode.RESPONSE_TOO_LARGE:
-        return ResponseTooLargeError(f"the peer's response was too large: {error.message}")
-    return RemoteError(error.message, code=error.code)

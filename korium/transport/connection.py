@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+CRYPTO_ERRORS = 0x100
+"""QUIC CRYPTO_ERROR codes are 0x100 + the TLS alert (bad_certificate: 0x12a)."""
+
 
 class StreamHandler(Protocol):
     """What a connection tells the layer above about its streams (the RPC endpoint)."""
@@ -79,6 +82,7 @@ class PeerConnection:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._transmit_pending = False
+        self._handshake_complete = False
 
     @property
     def peer(self) -> Identity | None:
@@ -114,13 +118,7 @@ class PeerConnection:
             if isinstance(event, events.StreamDataReceived):
                 handler.stream_data(self, event.stream_id, event.data, event.end_stream)
             elif isinstance(event, events.HandshakeCompleted):
-                peer = quic.peer_identity
-                if peer is None:  # cannot happen: verification sets it before Finished
-                    self.close(reason="handshake completed without a verified peer")
-                    continue
-                if not self.established.done():
-                    self.established.set_result(peer)
-                handler.connection_established(self)
+                self._handshake_complete = True
             elif isinstance(event, events.StreamReset):
                 handler.stream_reset(self, event.stream_id)
             elif isinstance(event, events.ConnectionIdIssued):
@@ -130,14 +128,31 @@ class PeerConnection:
             elif isinstance(event, events.ConnectionTerminated):
                 reason = event.reason_phrase or f"error {event.error_code:#x}"
                 self._terminated(reason, event.error_code)
+        if self.established.done():
+            return
         # A rejected handshake is decided now; aioquic reports it only after the closing
         # period (3 PTO). Fail the dial at once.
         close_event = quic._close_event
-        if close_event is not None and not self.established.done():
-            self._fail_establishment(close_event.reason_phrase or "handshake failed")
+        if close_event is not None:
+            reason = close_event.reason_phrase or "handshake failed"
+            self._fail_establishment(reason, close_event.error_code)
+        elif self._handshake_complete and quic._handshake_confirmed:
+            # Confirmed, not just completed: a TLS 1.3 client completes before the listener
+            # has checked the client's certificate, so only confirmation (HANDSHAKE_DONE)
+            # means both sides accepted each other.
+            self._established()
 
-    def _fail_establishment(self, reason: str) -> None:
-        if "expected" in reason or "identity" in reason or "certificate" in reason:
+    def _established(self) -> None:
+        peer = self.quic.peer_identity
+        if peer is None:  # cannot happen: verification sets it before Finished
+            self.close(reason="handshake completed without a verified peer")
+            return
+        self.established.set_result(peer)
+        self.sock.connection_established(self)
+        self.handler.connection_established(self)
+
+    def _fail_establishment(self, reason: str, code: int) -> None:
+        if CRYPTO_ERRORS <= code < CRYPTO_ERRORS + 0x100:  # a TLS alert: a side refused
             error: Exception = IdentityMismatchError(f"handshake refused: {reason}")
         else:
             error = PeerUnreachableError(f"handshake failed: {reason}")
@@ -151,7 +166,7 @@ class PeerConnection:
         self.close_reason = reason
         self.close_code = code
         if not self.established.done():
-            self._fail_establishment(reason)
+            self._fail_establishment(reason, code)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

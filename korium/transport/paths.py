@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from korium.identity import Identity
 from korium.transport.addresses import Address
-from korium.transport.probe import ProbeRequest, ProbeResponse
+from korium.transport.probe import TARGET_SIZE, ProbeRequest, ProbeResponse
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +220,8 @@ class PathTable:
                 candidate.probing = transaction
                 candidate.last_probe = now
                 self._pending[transaction] = _Pending(peer, candidate.path, now)
-                due.append((candidate.path, ProbeRequest(transaction, timestamp_ms)))
+                request = ProbeRequest(transaction, timestamp_ms, bytes(peer)[:TARGET_SIZE])
+                due.append((candidate.path, request))
         self.stats["probes_sent"] += len(due)
         return due
 

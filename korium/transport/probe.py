@@ -2,7 +2,8 @@
 
 Request, 40 bytes::
 
-    b"SMPR" || 0x01 || transaction id (u64 BE) || sender timestamp ms (u64 BE) || 19 zero bytes
+    b"SMPR" || 0x01 || transaction id (u64 BE) || sender timestamp ms (u64 BE)
+        || target (first 8 bytes of the probed peer's identity) || 11 zero bytes
 
 Response, 28 bytes (IPv4) or 40 bytes (IPv6)::
 
@@ -12,7 +13,9 @@ Response, 28 bytes (IPv4) or 40 bytes (IPv6)::
 The observed address is the UDP source the responder saw: what a NAT made of ours. The RTT is
 measured against our own record of when the request left, never against the echoed timestamp.
 Requests are padded to the size of the largest response, so answering a spoofed request
-reflects no more bytes than the spoofer sent (no amplification).
+reflects no more bytes than the spoofer sent (no amplification). A node answers only requests
+whose target is its own identity, so an address that now belongs to another node does not look
+like a working path to the peer we meant.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ RESPONSE: Final = 2
 _head = struct.Struct(">4sBQQ")
 HEADER_SIZE: Final = _head.size  # 21
 REQUEST_SIZE: Final = 40
-_PADDING: Final = bytes(REQUEST_SIZE - HEADER_SIZE)
+TARGET_SIZE: Final = 8
+_PADDING: Final = bytes(REQUEST_SIZE - HEADER_SIZE - TARGET_SIZE)
 
 
 class ProbeError(ValueError):
@@ -41,6 +45,8 @@ class ProbeError(ValueError):
 class ProbeRequest:
     transaction: int
     timestamp_ms: int
+    target: bytes = bytes(TARGET_SIZE)
+    """The first 8 bytes of the identity the prober expects to answer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +57,10 @@ class ProbeResponse:
 
 
 def encode_request(request: ProbeRequest) -> bytes:
-    return _head.pack(PROBE_MAGIC, REQUEST, request.transaction, request.timestamp_ms) + _PADDING
+    if len(request.target) != TARGET_SIZE:
+        raise ValueError(f"a probe target is {TARGET_SIZE} bytes")
+    head = _head.pack(PROBE_MAGIC, REQUEST, request.transaction, request.timestamp_ms)
+    return head + request.target + _PADDING
 
 
 def encode_response(response: ProbeResponse) -> bytes:
@@ -70,7 +79,7 @@ def decode(data: bytes) -> ProbeRequest | ProbeResponse:
     if kind == REQUEST:
         if len(data) != REQUEST_SIZE:
             raise ProbeError(f"probe request must be {REQUEST_SIZE} bytes, got {len(data)}")
-        return ProbeRequest(transaction, timestamp)
+        return ProbeRequest(transaction, timestamp, data[HEADER_SIZE : HEADER_SIZE + TARGET_SIZE])
     if kind != RESPONSE:
         raise ProbeError(f"unknown probe type {kind}")
     rest = data[HEADER_SIZE:]

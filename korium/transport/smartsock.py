@@ -102,6 +102,7 @@ class SmartSock(asyncio.DatagramProtocol):
         self._transport: asyncio.DatagramTransport | None = None
         self._probe_timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
+        self._probe_target = bytes(node_identity.identity)[: probe.TARGET_SIZE]
         self.relay_sender: Callable[[Path, bytes], None] | None = None
         """Set by the relay plugin: sends a datagram over a relayed path."""
 
@@ -245,6 +246,9 @@ class SmartSock(asyncio.DatagramProtocol):
             self.stats["dropped_malformed_probe"] += 1
             return
         if isinstance(message, probe.ProbeRequest):
+            if message.target != self._probe_target:
+                self.stats["probes_misaddressed"] += 1
+                return
             self.stats["probes_answered"] += 1
             response = probe.ProbeResponse(message.transaction, message.timestamp_ms, source)
             self.send_datagram(probe.encode_response(response), source)
@@ -263,8 +267,6 @@ class SmartSock(asyncio.DatagramProtocol):
         if not addresses:
             raise ValueError("no address to dial")
         now = self._loop.time()
-        for address in addresses[:MAX_DIAL_ADDRESSES]:
-            self.paths.add_candidate(peer, Path(address), now)
         quic = KoriumQuicConnection(
             configuration=self._client_config, expected=peer, verify=self.verifier
         )
@@ -282,8 +284,21 @@ class SmartSock(asyncio.DatagramProtocol):
         quic.connect(conn.virtual, now)
         conn.transmit()
         self.stats["connections_dialed"] += 1
-        self._arm_probe_timer()
         return conn
+
+    def connection_established(self, conn: PeerConnection) -> None:
+        """The handshake authenticated *conn*'s peer: its addresses become path candidates.
+
+        Not before: an unauthenticated dial must not steer traffic for an identity.
+        """
+        peer = conn.peer
+        assert peer is not None
+        now = self._loop.time()
+        self.paths.add_candidate(peer, Path(conn.remote), now)  # the address that answered
+        for address in conn.dial_addresses:
+            self.paths.add_candidate(peer, Path(address), now)
+        self._drain_path_events()
+        self._arm_probe_timer()
 
     def add_connection_id(self, cid: bytes, conn: PeerConnection) -> None:
         self._cids[cid] = conn

@@ -53,6 +53,7 @@ PRIVATE_HOOKS: Final = (
     (QuicConnection, "_local_max_streams_bidi"),
     (QuicConnection, "_local_max_streams_uni"),
     (QuicConnection, "_close_event"),
+    (QuicConnection, "_handshake_confirmed"),
     (tls.Context, "_check_certificate_verify_signature"),
     (tls.Context, "_server_handle_certificate"),
     (tls.Context, "_request_client_certificate"),

@@ -1,0 +1,269 @@
+"""One simulated node's endpoint: :class:`korium.rpc.Rpc` with the real endpoint's semantics.
+
+Why: plugins program against ``Rpc`` only, so an endpoint that behaves like
+:class:`korium.rpc.endpoint.RpcEndpoint` but sends through a
+:class:`~korium.testing.network.SimNetwork` runs them unchanged. ``tests/testing`` runs the
+same calls against both and requires identical results, errors and messages.
+
+What is mirrored, from the real endpoint:
+
+* Requests and responses travel as the real wire frames, so every size limit applies to the
+  same bytes: a request over ``max_request_size`` raises ``RequestTooLargeError`` without being
+  sent; a response over the limit becomes ``ResponseTooLargeError``; a malformed request (a
+  protocol name over 128 bytes) becomes ``RemoteError`` with code ``MALFORMED``. The receiver
+  decodes its own copy of the bytes: no mutable state is shared between nodes.
+* Handlers: an ``async def`` handler runs as a task, a plain one is called directly (if it
+  returns an awaitable, that runs as a task), both under ``handler_timeout``. A handler that
+  raises becomes ``RemoteError("{type}: {message}")``; one that returns something other than
+  bytes becomes ``RemoteError``; a protocol nobody serves becomes
+  ``ProtocolNotSupportedError``. One-way messages with no handler are dropped and counted.
+* Timeouts: a request waits ``timeout`` (default ``request_timeout``, 10 s) for its response.
+* ``stats`` has the same counter names as ``RpcEndpoint.stats``.
+
+What is modelled, where the real endpoint's behaviour depends on the network:
+
+* Connections are pooled per peer (both ends, LRU-bounded by ``max_connections``, closed after
+  ``idle_close`` seconds unused) and set up instantly: a request takes exactly the link latency
+  there and back, plus handler time.
+* A peer that cannot be reached (offline, partitioned away, or never added) fails like a peer
+  whose address does not answer. With no open connection the dial fails: after
+  ``dial_timeout`` (5 s) the request raises ``PeerUnreachableError`` (``RpcTimeoutError`` if
+  its own timeout is shorter), and so does ``send_message``. Over a connection opened before
+  the peer became unreachable, frames vanish: a request raises ``RpcTimeoutError`` after its
+  timeout, a one-way message is silently lost; the connection dies ``idle_timeout`` (60 s)
+  after the peer became unreachable, and later requests fail to dial as above.
+* ``addresses`` is accepted and ignored: the simulation routes by identity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections import Counter, OrderedDict
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from korium.errors import (
+    ConnectionLostError,
+    PeerUnreachableError,
+    RequestTooLargeError,
+    RpcError,
+    RpcTimeoutError,
+)
+from korium.identity import Identity
+from korium.rpc import MessageHandler, RequestHandler, frames
+from korium.rpc.dispatch import Dispatcher, RpcConfig, encode_request, response_body
+from korium.transport.addresses import Address
+
+if TYPE_CHECKING:
+    from korium.testing.network import SimNetwork
+
+__all__ = ["SimRpc"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Connection:
+    peer: SimRpc
+    last_used: float
+
+
+class SimRpc:
+    """The rpc endpoint of one simulated node; create it with ``SimNetwork.add_node``."""
+
+    def __init__(self, network: SimNetwork, identity: Identity, config: RpcConfig) -> None:
+        self.identity = identity
+        self.config = config
+        self.stats: Counter[str] = Counter()
+        self.removed_at: float | None = None
+        """Virtual time the node was removed from the network; ``None`` while online."""
+        self._network = network
+        self.dispatcher = Dispatcher(config, self.stats, self._spawn)
+        self._pool: OrderedDict[Identity, _Connection] = OrderedDict()
+        self._calls: set[asyncio.Future[bytes]] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def network(self) -> SimNetwork:
+        """The network this node belongs (or belonged) to."""
+        return self._network
+
+    @property
+    def online(self) -> bool:
+        """False once the node has been removed from the network."""
+        return self.removed_at is None
+
+    def __repr__(self) -> str:
+        state = "online" if self.online else "removed"
+        return f"SimRpc({self.identity.short}..., {state})"
+
+    # -- protocols --------------------------------------------------------------------------
+
+    def register(self, protocol: str, handler: RequestHandler) -> None:
+        """Serve requests for *protocol* (``"korium/dht/1"``...) with *handler*."""
+        self.dispatcher.register(protocol, handler)
+
+    def unregister(self, protocol: str) -> None:
+        """Stop serving *protocol* (requests get ProtocolNotSupportedError)."""
+        self.dispatcher.unregister(protocol)
+
+    def register_message(self, protocol: str, handler: MessageHandler) -> None:
+        """Receive one-way messages for *protocol* with *handler*."""
+        self.dispatcher.register_message(protocol, handler)
+
+    # -- client -----------------------------------------------------------------------------
+
+    async def request(
+        self,
+        peer: Identity,
+        protocol: str,
+        body: bytes,
+        *,
+        addresses: list[Address] | None = None,
+        timeout: float | None = None,
+    ) -> bytes:
+        """Send a request and wait for the response body.
+
+        :raises RpcTimeoutError, PeerUnreachableError, ProtocolNotSupportedError, RemoteError,
+            RequestTooLargeError, ResponseTooLargeError, ConnectionLostError:
+        """
+        try:
+            frame = encode_request(protocol, body, self.config)
+        except RequestTooLargeError:
+            self.stats["requests_too_large"] += 1
+            raise
+        limit = self.config.request_timeout if timeout is None else timeout
+        self.stats["requests_sent"] += 1
+        call: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        try:
+            async with asyncio.timeout(limit):
+                target = await self._connect(peer)
+                self._calls.add(call)
+                serve = functools.partial(target._serve, self, frame, call)
+                self._network._transmit(self, target, frame, serve)
+                return await call
+        except TimeoutError:
+            self.stats["requests_timed_out"] += 1
+            raise RpcTimeoutError(
+                f"no response from {peer.short}... to {protocol!r} within {limit} s"
+            ) from None
+        except RpcError:
+            self.stats["requests_failed"] += 1
+            raise
+        finally:
+            self._calls.discard(call)
+
+    async def send_message(
+        self, peer: Identity, protocol: str, body: bytes, *, addresses: list[Address] | None = None
+    ) -> None:
+        """Send a one-way message (no response; delivery is not confirmed)."""
+        frame = encode_request(protocol, body, self.config, "message")
+        try:
+            async with asyncio.timeout(self.config.request_timeout):
+                target = await self._connect(peer)
+        except TimeoutError:
+            raise RpcTimeoutError(
+                f"no connection to {peer.short}... within {self.config.request_timeout} s"
+            ) from None
+        receive = functools.partial(target._receive_message, self, frame)
+        self._network._transmit(self, target, frame, receive)
+        self.stats["messages_sent"] += 1
+
+    def connected_peers(self) -> list[Identity]:
+        """Peers this node currently holds a connection to (least recently used first)."""
+        now = self._network._now()
+        for peer, conn in list(self._pool.items()):
+            if not self._alive(conn, now):
+                del self._pool[peer]
+        return list(self._pool)
+
+    async def _connect(self, peer: Identity) -> SimRpc:
+        """The endpoint to send to: over a pooled connection, else by dialling *peer*."""
+        if not self.online:
+            raise ConnectionLostError(
+                f"node {self.identity.short}... was removed from the simulation"
+            )
+        if peer == self.identity:
+            raise PeerUnreachableError("a node cannot connect to itself")
+        now = asyncio.get_running_loop().time()
+        conn = self._pool.get(peer)
+        if conn is not None:
+            if self._alive(conn, now):
+                conn.last_used = now
+                self._pool.move_to_end(peer)
+                return conn.peer
+            del self._pool[peer]
+        target = self._network._dial(self, peer)
+        if target is None:
+            await asyncio.sleep(self.config.dial_timeout)
+            raise PeerUnreachableError(
+                f"no answer from {peer.short}... within {self.config.dial_timeout} s"
+            )
+        self._pool_add(target, now)
+        target._pool_add(self, now)
+        return target
+
+    def _alive(self, conn: _Connection, now: float) -> bool:
+        if now - conn.last_used >= self.config.idle_close:
+            return False
+        return self._network._connection_alive(self, conn.peer, now)
+
+    def _pool_add(self, peer: SimRpc, now: float) -> None:
+        conn = self._pool.get(peer.identity)
+        if conn is None or conn.peer is not peer:
+            self._pool[peer.identity] = _Connection(peer, now)
+        else:
+            conn.last_used = now
+        self._pool.move_to_end(peer.identity)
+        while len(self._pool) > self.config.max_connections:
+            self._pool.popitem(last=False)
+            self.stats["connections_evicted"] += 1
+
+    def _receive_response(self, call: asyncio.Future[bytes], frame: bytes) -> None:
+        if call.done():  # timed out or cancelled meanwhile
+            return
+        try:
+            call.set_result(response_body(frame, self.config))
+        except RpcError as exc:
+            call.set_exception(exc)
+
+    # -- server -----------------------------------------------------------------------------
+
+    def _serve(self, caller: SimRpc, frame: bytes, call: asyncio.Future[bytes]) -> None:
+        """A request frame arrived from *caller*: answer it as the real endpoint would."""
+        self._pool_add(caller, asyncio.get_running_loop().time())
+        self.dispatcher.serve(caller.identity, frame, functools.partial(self._reply, caller, call))
+
+    def _reply(
+        self, caller: SimRpc, call: asyncio.Future[bytes], response: frames.Ok | frames.Error
+    ) -> None:
+        if not self.online:
+            return
+        frame = frames.encode_response(response)
+        receive = functools.partial(caller._receive_response, call, frame)
+        self._network._transmit(self, caller, frame, receive)
+
+    def _receive_message(self, sender: SimRpc, frame: bytes) -> None:
+        """A one-way frame arrived from *sender*."""
+        self._pool_add(sender, asyncio.get_running_loop().time())
+        self.dispatcher.deliver(sender.identity, frame)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _shut_down(self, now: float) -> None:
+        """The node left the network: stop its handlers and fail its requests in flight."""
+        self.removed_at = now
+        for task in list(self._tasks):
+            task.cancel()
+        for call in self._calls:
+            if not call.done():
+                call.set_exception(ConnectionLostError("this node was removed from the network"))
+        self._pool.clear()
