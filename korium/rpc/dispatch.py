@@ -230,7 +230,7 @@ class Dispatcher:
 
 
 def _check_name(protocol: str, table: Mapping[str, object]) -> None:
-    if not 0 < len(protocol.encode()) <= frames.MAX_PROTOCOL_NAME:
-        raise ValueError(f"protocol names are 1 to {frames.MAX_PROTOCOL_NAME} bytes")
+    if not 0 < len(protocol) <= frames.MAX_PROTOCOL_NAME:
+        raise ValueError(f"protocol names are 1 to {frames.MAX_PROTOCOL_NAME} characters")
     if protocol in table:
         raise ValueError(f"protocol {protocol!r} already has a handler")

@@ -98,7 +98,7 @@ class RpcEndpoint:
         self._on_disconnected = on_peer_disconnected
         self.dispatcher = Dispatcher(self.config, self.stats, self._spawn)
         self._pool: OrderedDict[Identity, PeerConnection] = OrderedDict()
-        self._dialing: dict[Identity, asyncio.Future[PeerConnection]] = {}
+        self._dialing: dict[Identity, tuple[asyncio.Future[PeerConnection], list[Address]]] = {}
         self._calls: dict[PeerConnection, dict[int, _Call]] = {}
         self._incoming: dict[PeerConnection, dict[int, _Incoming]] = {}
         self._last_used: dict[PeerConnection, float] = {}
@@ -141,7 +141,7 @@ class RpcEndpoint:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for future in self._dialing.values():
+        for future, _ in self._dialing.values():
             if not future.done():
                 future.set_exception(ConnectionLostError("node closed"))
                 future.exception()
@@ -250,11 +250,13 @@ class RpcEndpoint:
         if conn is not None and not conn.closed and not conn.retiring:
             self._pool.move_to_end(peer)
             return conn
-        pending = self._dialing.get(peer)
-        if pending is None:
-            pending = asyncio.get_running_loop().create_future()
-            self._dialing[peer] = pending
-            self._spawn(self._dial(peer, addresses, pending))
+        dialing = self._dialing.get(peer)
+        if dialing is not None and (not addresses or set(addresses) <= set(dialing[1])):
+            return await asyncio.shield(dialing[0])
+        # no dial in flight, or the caller knows addresses it does not try: dial (again)
+        pending: asyncio.Future[PeerConnection] = asyncio.get_running_loop().create_future()
+        self._dialing[peer] = (pending, list(addresses or []))
+        self._spawn(self._dial(peer, addresses, pending))
         return await asyncio.shield(pending)
 
     async def _dial(
@@ -283,7 +285,8 @@ class RpcEndpoint:
                 result.set_exception(exc)
                 result.exception()
         finally:
-            self._dialing.pop(peer, None)
+            if self._dialing.get(peer, (None,))[0] is result:
+                del self._dialing[peer]
 
     async def _addresses_for(self, peer: Identity) -> list[Address]:
         if self._resolve is not None:
@@ -372,10 +375,10 @@ class RpcEndpoint:
         if call is not None and not call.future.done():
             call.future.set_exception(ConnectionLostError("the peer reset the request stream"))
         incoming = self._incoming.get(conn, {})
-        state = incoming.pop(stream_id, None)
-        if state is not None:
+        if incoming.pop(stream_id, None) is not None:
             conn.open_streams.discard(stream_id)
-        if state is not None and not state.one_way and not conn.closed:
+        peer_bidi = not stream_id & 2 and (stream_id & 1) != (0 if conn.quic._is_client else 1)
+        if peer_bidi and not conn.closed:
             # finish our half too, or aioquic keeps the stream and its credit forever
             try:
                 conn.quic.reset_stream(stream_id, STREAM_CANCELLED)

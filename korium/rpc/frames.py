@@ -2,7 +2,7 @@
 
 Request (client-initiated bidirectional stream, or unidirectional for a one-way message)::
 
-    u32 BE length || msgpack [protocol: str (<= 128 bytes), body: bytes]     then FIN
+    u32 BE length || msgpack [protocol: str (<= 128 chars), body: bytes]     then FIN
 
 Response (same bidirectional stream)::
 
@@ -24,6 +24,7 @@ import msgspec
 MAX_REQUEST_SIZE: Final = 1024 * 1024 + 64 * 1024
 MAX_RESPONSE_SIZE: Final = 1024 * 1024 + 64 * 1024
 MAX_PROTOCOL_NAME: Final = 128
+"""Characters (MessagePack string bounds count characters)."""
 MAX_ERROR_MESSAGE: Final = 1024
 LENGTH: Final = struct.Struct(">I")
 T = TypeVar("T")

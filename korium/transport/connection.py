@@ -83,6 +83,7 @@ class PeerConnection:
         self._timer_at: float | None = None
         self._transmit_pending = False
         self._handshake_complete = False
+        self.datagrams_sent = 0
 
     @property
     def peer(self) -> Identity | None:
@@ -153,7 +154,10 @@ class PeerConnection:
 
     def _fail_establishment(self, reason: str, code: int) -> None:
         if CRYPTO_ERRORS <= code < CRYPTO_ERRORS + 0x100:  # a TLS alert: a side refused
-            error: Exception = IdentityMismatchError(f"handshake refused: {reason}")
+            alert = code - CRYPTO_ERRORS
+            error: Exception = IdentityMismatchError(
+                f"handshake refused (TLS alert {alert}): {reason}"
+            )
         else:
             error = PeerUnreachableError(f"handshake failed: {reason}")
         self.established.set_exception(error)
@@ -190,6 +194,7 @@ class PeerConnection:
         send = self.sock.send_for
         for data, _ in self.quic.datagrams_to_send(now):
             send(self, data)
+            self.datagrams_sent += 1
         timer_at = self.quic.get_timer()
         if timer_at != self._timer_at:
             if self._timer is not None:

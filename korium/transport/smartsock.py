@@ -62,6 +62,8 @@ class TransportConfig:
     max_stream_data: int = 4 * 1024 * 1024
     max_connections: int = 2_000
     """Inbound plus outbound; new inbound handshakes beyond it are dropped."""
+    handshake_timeout: float = 10.0
+    """An inbound handshake not finished by then is dropped (its slot freed)."""
     paths: PathConfig = field(default_factory=PathConfig)
 
 
@@ -223,8 +225,21 @@ class SmartSock(asyncio.DatagramProtocol):
         self.connections.add(conn)
         self._cids[header.destination_cid] = conn
         self._cids[quic.host_cid] = conn
-        self.stats["connections_accepted"] += 1
         self._deliver(conn, data, source)
+        if conn.datagrams_sent == 0:
+            # Nothing decrypted (a real Initial always gets at least an ACK back): garbage or
+            # a spoofed flood. Forget it now rather than holding a slot for the idle timeout.
+            self.stats["dropped_bad_initial"] += 1
+            conn.abort("undecryptable Initial")
+            return
+        self.stats["connections_accepted"] += 1
+        self._loop.call_later(self.config.handshake_timeout, self._check_handshake, conn)
+
+    def _check_handshake(self, conn: PeerConnection) -> None:
+        """An inbound handshake that has not finished in time gives its slot back."""
+        if not conn.closed and not conn.established.done():
+            self.stats["handshakes_timed_out"] += 1
+            conn.abort("handshake timed out")
 
     def _deliver(self, conn: PeerConnection, data: bytes, source: Address) -> None:
         self.stats["quic_datagrams"] += 1
