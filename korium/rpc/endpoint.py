@@ -67,6 +67,7 @@ class _Retry(Exception):
 class _Call:
     future: asyncio.Future[bytes]
     buffer: FrameBuffer
+    deadline: float
     answered: bool = False
 
 
@@ -104,6 +105,7 @@ class RpcEndpoint:
         self._last_used: dict[PeerConnection, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
+        self._expiry: asyncio.TimerHandle | None = None
         self._address_book: OrderedDict[Identity, list[Address]] = OrderedDict()
         """Where recently connected peers were reached (LRU, bounded), for redialling."""
         self._closing = False
@@ -138,6 +140,8 @@ class RpcEndpoint:
         self._closing = True
         if self._sweeper is not None:
             self._sweeper.cancel()
+        if self._expiry is not None:
+            self._expiry.cancel()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -169,19 +173,22 @@ class RpcEndpoint:
             self.stats["requests_too_large"] += 1
             raise
         limit = self.config.request_timeout if timeout is None else timeout
+        deadline = asyncio.get_running_loop().time() + limit
         self.stats["requests_sent"] += 1
         try:
-            async with asyncio.timeout(limit):
-                for attempt in (0, 1):
-                    conn = await self.connect(peer, addresses)
-                    try:
-                        return await self._call(conn, frame)
-                    except _Retry:
-                        self.stats["requests_retried"] += 1
-                        if attempt:
-                            raise ConnectionLostError(
-                                f"connection to {peer.short}... closed twice"
-                            ) from None
+            for attempt in (0, 1):
+                conn = self._pool.get(peer)
+                if conn is None or conn.closed or conn.retiring or addresses:
+                    async with asyncio.timeout_at(deadline):
+                        conn = await self.connect(peer, addresses)
+                try:
+                    return await self._call(conn, frame, deadline)
+                except _Retry:
+                    self.stats["requests_retried"] += 1
+                    if attempt:
+                        raise ConnectionLostError(
+                            f"connection to {peer.short}... closed twice"
+                        ) from None
         except TimeoutError:
             self.stats["requests_timed_out"] += 1
             raise RpcTimeoutError(
@@ -192,21 +199,26 @@ class RpcEndpoint:
             raise
         raise AssertionError("unreachable")
 
-    async def _call(self, conn: PeerConnection, frame: bytes) -> bytes:
+    async def _call(self, conn: PeerConnection, frame: bytes, deadline: float) -> bytes:
+        loop = asyncio.get_running_loop()
         quic = conn.quic
         stream_id = quic.get_next_available_stream_id()
-        call = _Call(
-            asyncio.get_running_loop().create_future(), FrameBuffer(self.config.max_response_size)
-        )
+        future: asyncio.Future[bytes] = loop.create_future()
+        call = _Call(future, FrameBuffer(self.config.max_response_size), deadline)
         self._calls.setdefault(conn, {})[stream_id] = call
         conn.open_streams.add(stream_id)
-        self._last_used[conn] = asyncio.get_running_loop().time()
+        self._last_used[conn] = loop.time()
         quic.send_stream_data(stream_id, frame, end_stream=True)
         conn.transmit_soon()
+        if self._expiry is None:
+            self._expiry = loop.call_at(deadline, self._expire_calls)
+        elif deadline < self._expiry.when():
+            self._expiry.cancel()
+            self._expiry = loop.call_at(deadline, self._expire_calls)
         try:
-            return await call.future
-        except asyncio.CancelledError:
-            if not conn.closed and not call.future.done():
+            return await future
+        except (asyncio.CancelledError, TimeoutError):
+            if not conn.closed and not call.answered:
                 quic.reset_stream(stream_id, STREAM_CANCELLED)
                 quic.stop_stream(stream_id, STREAM_CANCELLED)
                 conn.transmit_soon()
@@ -217,6 +229,23 @@ class RpcEndpoint:
                 calls.pop(stream_id, None)
             conn.open_streams.discard(stream_id)
             self._retire_if_idle(conn)
+
+    def _expire_calls(self) -> None:
+        """Fail calls past their deadline; one timer for all requests, not one each."""
+        self._expiry = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        earliest: float | None = None
+        for calls in self._calls.values():
+            for call in calls.values():
+                if call.future.done():
+                    continue
+                if call.deadline <= now:
+                    call.future.set_exception(TimeoutError())
+                elif earliest is None or call.deadline < earliest:
+                    earliest = call.deadline
+        if earliest is not None:
+            self._expiry = loop.call_at(earliest, self._expire_calls)
 
     async def send_message(
         self, peer: Identity, protocol: str, body: bytes, *, addresses: list[Address] | None = None

@@ -84,6 +84,8 @@ class PeerConnection:
         self._transmit_pending = False
         self._handshake_complete = False
         self.datagrams_sent = 0
+        self.traffic_noted = -1e9
+        """When SmartSock last told the path table this connection's path works."""
 
     @property
     def peer(self) -> Identity | None:
@@ -183,7 +185,11 @@ class PeerConnection:
         """Send pending data at the end of this loop iteration (coalesces many writes)."""
         if not self._transmit_pending:
             self._transmit_pending = True
-            self._loop.call_soon(self.transmit)
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        if self._transmit_pending:  # not already sent by a transmit() since
+            self.transmit()
 
     def transmit(self) -> None:
         """Send everything aioquic has queued and re-arm the single timer."""

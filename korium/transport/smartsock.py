@@ -50,6 +50,8 @@ FrameHandler = Callable[[bytes, Address], None]
 RELAY_MAGIC = b"CRLY"
 MIN_INITIAL_SIZE = 1200
 MAX_DIAL_ADDRESSES = 8
+TRAFFIC_NOTE_INTERVAL = 0.5
+"""Seconds between liveness notes for a path that keeps carrying a connection's traffic."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,13 +247,17 @@ class SmartSock(asyncio.DatagramProtocol):
         self.stats["quic_datagrams"] += 1
         peer = conn.peer
         if peer is not None and not conn.closed:
-            path = Path(source)
-            if self.paths.active_path(peer) is None or self.paths.peer_at(source) != peer:
-                # a new address for an authenticated peer: a candidate, proven by probes
-                self.paths.add_candidate(peer, path, self._loop.time())
-                self._arm_probe_timer()
-            else:
-                self.paths.on_traffic(peer, path, self._loop.time())
+            now = self._loop.time()
+            # the hot path: same source as before, liveness noted recently -> nothing to do
+            if source != conn.remote or now - conn.traffic_noted >= TRAFFIC_NOTE_INTERVAL:
+                conn.traffic_noted = now
+                path = Path(source)
+                if self.paths.active_path(peer) is None or self.paths.peer_at(source) != peer:
+                    # a new address for an authenticated peer: a candidate, proven by probes
+                    self.paths.add_candidate(peer, path, now)
+                    self._arm_probe_timer()
+                else:
+                    self.paths.on_traffic(peer, path, now)
         conn.datagram_received(data, source)
 
     def _receive_probe(self, data: bytes, source: Address) -> None:

@@ -50,6 +50,7 @@ MAX_STREAMS: Final = 64
 """Concurrent bidirectional streams a peer may open on one connection."""
 PRIVATE_HOOKS: Final = (
     (QuicConnection, "_initialize"),
+    (QuicConnection, "_write_connection_limits"),
     (QuicConnection, "_local_max_streams_bidi"),
     (QuicConnection, "_local_max_streams_uni"),
     (QuicConnection, "_close_event"),
@@ -192,6 +193,24 @@ class KoriumQuicConnection(QuicConnection):
         """Set once the peer's certificate passed every check."""
         for limit in (self._local_max_streams_bidi, self._local_max_streams_uni):
             limit.value = limit.sent = MAX_STREAMS  # "sent": what the transport parameters say
+
+    def _write_connection_limits(self, builder: Any, space: Any) -> None:
+        # aioquic holds back MAX_STREAMS until the peer has almost no stream credit left,
+        # which stalls a peer running half the limit in parallel. Grant returned credit as
+        # soon as the peer has used half its window (the concurrency bound is unchanged).
+        eager = [
+            limit
+            for limit in (self._local_max_streams_bidi, self._local_max_streams_uni)
+            if limit.value != limit.sent and limit.sent - limit.used < MAX_STREAMS // 2
+        ]
+        saved = [limit.used for limit in eager]
+        for limit in eager:
+            limit.used = limit.sent  # defeats the batching test for this call only
+        try:
+            super()._write_connection_limits(builder, space)
+        finally:
+            for limit, used in zip(eager, saved, strict=True):
+                limit.used = used
 
     def _initialize(self, peer_cid: bytes) -> None:
         super()._initialize(peer_cid)

@@ -81,9 +81,9 @@ def test_protocol_names_are_checked(make_ids: MakeIds) -> None:
     node.register("echo", echo)
     with pytest.raises(ValueError, match="already has a handler"):
         node.register("echo", echo)
-    with pytest.raises(ValueError, match="1 to 128 bytes"):
+    with pytest.raises(ValueError, match="1 to 128 characters"):
         node.register("x" * 129, echo)
-    with pytest.raises(ValueError, match="1 to 128 bytes"):
+    with pytest.raises(ValueError, match="1 to 128 characters"):
         node.register_message("", lambda peer, body: None)
 
 
