@@ -7,7 +7,9 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click
 from rich.console import Console
@@ -23,6 +25,7 @@ from korium.node import Node
 from korium.plugins import inspect_installed, installed_plugin_objects, new_plugin_manager
 from korium.transport.addresses import format_address, parse_address
 
+F = TypeVar("F", bound=Callable[..., Any])
 console = Console(stderr=True)
 out = Console()
 
@@ -42,6 +45,16 @@ key_file_option = click.option(
     show_default="$KORIUM_KEY_FILE or ~/.config/korium/identity.pem",
     help="Node key file.",
 )
+
+
+def difficulty_option(help_text: str) -> Callable[[F], F]:
+    return click.option(
+        "--difficulty",
+        type=click.IntRange(0, 64),
+        default=DEFAULT_DIFFICULTY,
+        show_default=True,
+        help=help_text,
+    )
 
 
 @click.group()
@@ -82,13 +95,7 @@ def identity_group() -> None:
 
 @identity_group.command("new")
 @key_file_option
-@click.option(
-    "--difficulty",
-    type=click.IntRange(0, 64),
-    default=DEFAULT_DIFFICULTY,
-    show_default=True,
-    help="Proof-of-work bits.",
-)
+@difficulty_option("Proof-of-work bits.")
 @click.option(
     "--workers",
     type=click.IntRange(1),
@@ -181,13 +188,7 @@ def identity_show(key_file: Path, difficulty: int) -> None:
     help="A peer to join through (repeatable); another node prints its string.",
 )
 @key_file_option
-@click.option(
-    "--difficulty",
-    type=click.IntRange(0, 64),
-    default=DEFAULT_DIFFICULTY,
-    show_default=True,
-    help="Proof-of-work bits for this node and its peers.",
-)
+@difficulty_option("Proof-of-work bits for this node and its peers.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 def run_command(
     bind: str, bootstraps: tuple[str, ...], key_file: Path, difficulty: int, verbose: bool

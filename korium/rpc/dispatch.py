@@ -229,6 +229,24 @@ class Dispatcher:
             log.exception("message handler for %r raised", protocol)
 
 
+class ServesProtocols:
+    """The handler-registration half of :class:`korium.rpc.Rpc`, for owners of a Dispatcher."""
+
+    dispatcher: Dispatcher
+
+    def register(self, protocol: str, handler: RequestHandler) -> None:
+        """Serve requests for *protocol* (``"korium/dht/1"``...) with *handler*."""
+        self.dispatcher.register(protocol, handler)
+
+    def unregister(self, protocol: str) -> None:
+        """Stop serving *protocol* (requests get ProtocolNotSupportedError)."""
+        self.dispatcher.unregister(protocol)
+
+    def register_message(self, protocol: str, handler: MessageHandler) -> None:
+        """Receive one-way messages for *protocol* with *handler*."""
+        self.dispatcher.register_message(protocol, handler)
+
+
 def _check_name(protocol: str, table: Mapping[str, object]) -> None:
     if not 0 < len(protocol) <= frames.MAX_PROTOCOL_NAME:
         raise ValueError(f"protocol names are 1 to {frames.MAX_PROTOCOL_NAME} characters")

@@ -30,10 +30,11 @@ from korium.errors import (
     RpcTimeoutError,
 )
 from korium.identity import Identity
-from korium.rpc import MessageHandler, RequestHandler, frames
+from korium.rpc import frames
 from korium.rpc.dispatch import (
     Dispatcher,
     RpcConfig,
+    ServesProtocols,
     encode_request,
     error_frame,
     frame_error,
@@ -78,7 +79,7 @@ class _Incoming:
     refused: bool = False
 
 
-class RpcEndpoint:
+class RpcEndpoint(ServesProtocols):
     """Named protocols, the connection pool, and every request in flight (a StreamHandler)."""
 
     def __init__(
@@ -111,18 +112,6 @@ class RpcEndpoint:
         self._closing = False
 
     # -- protocols --------------------------------------------------------------------------
-
-    def register(self, protocol: str, handler: RequestHandler) -> None:
-        """Serve requests for *protocol* (``"korium/dht/1"``...) with *handler*."""
-        self.dispatcher.register(protocol, handler)
-
-    def unregister(self, protocol: str) -> None:
-        """Stop serving *protocol* (requests get ProtocolNotSupportedError)."""
-        self.dispatcher.unregister(protocol)
-
-    def register_message(self, protocol: str, handler: MessageHandler) -> None:
-        """Receive one-way messages for *protocol* with *handler*."""
-        self.dispatcher.register_message(protocol, handler)
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)

@@ -53,8 +53,14 @@ from korium.errors import (
     RpcTimeoutError,
 )
 from korium.identity import Identity
-from korium.rpc import MessageHandler, RequestHandler, frames
-from korium.rpc.dispatch import Dispatcher, RpcConfig, encode_request, response_body
+from korium.rpc import frames
+from korium.rpc.dispatch import (
+    Dispatcher,
+    RpcConfig,
+    ServesProtocols,
+    encode_request,
+    response_body,
+)
 from korium.transport.addresses import Address
 
 if TYPE_CHECKING:
@@ -71,7 +77,7 @@ class _Connection:
     last_used: float
 
 
-class SimRpc:
+class SimRpc(ServesProtocols):
     """The rpc endpoint of one simulated node; create it with ``SimNetwork.add_node``."""
 
     def __init__(self, network: SimNetwork, identity: Identity, config: RpcConfig) -> None:
@@ -101,18 +107,6 @@ class SimRpc:
         return f"SimRpc({self.identity.short}..., {state})"
 
     # -- protocols --------------------------------------------------------------------------
-
-    def register(self, protocol: str, handler: RequestHandler) -> None:
-        """Serve requests for *protocol* (``"korium/dht/1"``...) with *handler*."""
-        self.dispatcher.register(protocol, handler)
-
-    def unregister(self, protocol: str) -> None:
-        """Stop serving *protocol* (requests get ProtocolNotSupportedError)."""
-        self.dispatcher.unregister(protocol)
-
-    def register_message(self, protocol: str, handler: MessageHandler) -> None:
-        """Receive one-way messages for *protocol* with *handler*."""
-        self.dispatcher.register_message(protocol, handler)
 
     # -- client -----------------------------------------------------------------------------
 
