@@ -13,8 +13,8 @@ with an example; a test keeps the two in step.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
@@ -107,6 +107,17 @@ def korium_stats(node: Node) -> Mapping[str, int | float] | None:
     (``"dht.contacts"``) so they never collide.
 
     :returns: a flat mapping of counter name to value, or None.
+    """
+
+
+@hookspec
+def korium_frame_handlers(node: Node) -> Mapping[bytes, Callable[[bytes, Any], None]] | None:
+    """Datagram types this plugin handles on the node's UDP socket, by 4-byte magic.
+
+    Called once per node when its socket is bound, before ``korium_node_started``. SmartSock
+    hands every datagram starting with the magic to ``handler(datagram, source_address)``
+    (the relay plugin registers ``b"CRLY"``). A magic's first byte must have its top bit clear;
+    two plugins claiming one magic fail the start.
     """
 
 

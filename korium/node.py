@@ -314,6 +314,9 @@ class Node:
             config=self.config.transport,
             certificate_extensions=extensions,
         )
+        for handlers in self.plugins.hook.korium_frame_handlers(node=self):
+            for magic, handler in (handlers or {}).items():
+                sock.register_frame_type(magic, handler)
         await sock.bind(self._address)
         self._sock = sock
         endpoint.start(sock)

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from korium import Node
+from korium import Node, hookimpl
 from korium.config import NodeConfig
 from korium.errors import (
     ConfigError,
@@ -331,3 +331,32 @@ async def test_ipv6_loopback(make_node: MakeNode) -> None:
     finally:
         await a.close()
         await b.close()
+
+
+async def test_plugin_frame_type_reaches_its_handler() -> None:
+    received: list[tuple[bytes, tuple[str, int]]] = []
+
+    class Beacon:
+        @hookimpl
+        def korium_frame_handlers(self, node: Node) -> dict[bytes, object]:
+            return {b"BCN1": lambda data, source: received.append((data, source))}
+
+    node = await Node.builder("127.0.0.1:0").difficulty(4).plugins([Beacon()]).build()
+    try:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            asyncio.DatagramProtocol, local_addr=("127.0.0.1", 0)
+        )
+        transport.sendto(b"BCN1hello", node.local_addr)
+        transport.sendto(b"\x1bnot a frame", node.local_addr)
+        for _ in range(100):
+            if received and node.stats().get("transport.dropped_garbage"):
+                break
+            await asyncio.sleep(0.01)
+        sender = transport.get_extra_info("sockname")
+        transport.close()
+        assert received == [(b"BCN1hello", (sender[0], sender[1]))]
+        assert node.stats()["transport.frames"] == 1
+        assert node.stats()["transport.dropped_garbage"] == 1
+    finally:
+        await node.close()
