@@ -166,8 +166,8 @@ class RpcEndpoint(ServesProtocols):
         self.stats["requests_sent"] += 1
         try:
             for attempt in (0, 1):
-                conn = self._pool.get(peer)
-                if conn is None or conn.closed or conn.retiring or addresses:
+                conn = self._pool.get(peer)  # the hot path: a live pooled connection
+                if conn is None or conn.closed or conn.retiring:
                     async with asyncio.timeout_at(deadline):
                         conn = await self.connect(peer, addresses)
                 try:
