@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from importlib.metadata import version
 
 import blake3
+from _report import Summary, status, table
 
 from korium.errors import ProofOfWorkCancelledError
 from korium.identity import _pow_search
@@ -181,29 +182,6 @@ def process_start(*args: str) -> float:
 # -- statistics and formatting ------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Summary:
-    median: float
-    low: float
-    high: float
-
-    @classmethod
-    def of(cls, values: Sequence[float]) -> Summary:
-        return cls(statistics.median(values), min(values), max(values))
-
-    @property
-    def spread_pct(self) -> float:
-        """Half the min-max range, as a percentage of the median."""
-        return 50.0 * (self.high - self.low) / self.median if self.median > 0 else 0.0
-
-
-def status(text: str) -> None:
-    """A transient progress line on stderr, only when it is a terminal."""
-    if sys.stderr.isatty():
-        sys.stderr.write(f"\r\033[K  {text}")
-        sys.stderr.flush()
-
-
 def mega(rate: float) -> str:
     return f"{rate / 1e6:.2f} M"
 
@@ -214,23 +192,6 @@ def duration(seconds: float) -> str:
     if seconds < 120:
         return f"{seconds:.1f} s"
     return f"{seconds / 60:.1f} min"
-
-
-def table(header: Sequence[str], rows: Sequence[Sequence[str]], right: int = 1) -> None:
-    """Print columns; column 0 left-aligned, the others right-aligned (``right`` and after)."""
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: Sequence[str]) -> str:
-        parts = [
-            cell.rjust(width) if i >= right else cell.ljust(width)
-            for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
-        ]
-        return "  " + "   ".join(parts).rstrip()
-
-    print(line(header))
-    print("  " + "   ".join("-" * width for width in widths))
-    for row in rows:
-        print(line(row))
 
 
 # -- main ---------------------------------------------------------------------------------------
