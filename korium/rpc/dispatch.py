@@ -132,17 +132,13 @@ class Dispatcher:
 
     def serve(self, peer: Identity, frame: bytes, reply: Reply) -> None:
         """Answer the complete request *frame* from *peer* through *reply* (now or later)."""
-        size = len(frame) - frames.LENGTH.size
-        if size > self.config.max_request_size:
-            self.stats["requests_too_large"] += 1
-            message = f"frame of {size} bytes exceeds the {self.config.max_request_size}-byte limit"
-            reply(error_frame(ErrorCode.REQUEST_TOO_LARGE, message))
-            return
         try:
-            request = frames.decode_request(frame)
+            request = frames.decode_request(frame, self.config.max_request_size)
         except FrameError as exc:
-            self.stats["requests_malformed"] += 1
-            reply(error_frame(ErrorCode.MALFORMED, str(exc)))
+            too_large = "exceeds" in str(exc)
+            self.stats["requests_too_large" if too_large else "requests_malformed"] += 1
+            code = ErrorCode.REQUEST_TOO_LARGE if too_large else ErrorCode.MALFORMED
+            reply(error_frame(code, str(exc)))
             return
         self.stats["requests_served"] += 1
         handler = self._handlers.get(request.protocol)
@@ -199,13 +195,11 @@ class Dispatcher:
 
     def deliver(self, peer: Identity, frame: bytes) -> None:
         """Hand the complete one-way *frame* from *peer* to its handler (or count the drop)."""
-        if len(frame) - frames.LENGTH.size > self.config.max_request_size:
-            self.stats["requests_too_large"] += 1
-            return
         try:
-            request = frames.decode_request(frame)
-        except FrameError:
-            self.stats["requests_malformed"] += 1
+            request = frames.decode_request(frame, self.config.max_request_size)
+        except FrameError as exc:
+            too_large = "exceeds" in str(exc)
+            self.stats["requests_too_large" if too_large else "requests_malformed"] += 1
             return
         handler = self._message_handlers.get(request.protocol)
         if handler is None:

@@ -333,6 +333,16 @@ class RpcEndpoint(ServesProtocols):
             return
         incoming = self._incoming.setdefault(conn, {})
         state = incoming.get(stream_id)
+        if state is None and end and conn.peer is not None:
+            # the whole request in one piece (the common case): no buffering
+            self._last_used[conn] = asyncio.get_running_loop().time()
+            if stream_id & 2:
+                self.dispatcher.deliver(conn.peer, data)
+            else:
+                conn.open_streams.add(stream_id)
+                reply = functools.partial(self._respond, conn, stream_id)
+                self.dispatcher.serve(conn.peer, data, reply)
+            return
         if state is None:
             one_way = bool(stream_id & 2)
             state = incoming[stream_id] = _Incoming(
@@ -367,6 +377,14 @@ class RpcEndpoint(ServesProtocols):
         self, conn: PeerConnection, stream_id: int, call: _Call, data: bytes, end: bool
     ) -> None:
         future = call.future
+        if end and call.buffer.received == 0:  # the whole response in one piece
+            call.answered = True
+            if not future.done():
+                try:
+                    future.set_result(response_body(data, self.config))
+                except RpcError as exc:
+                    future.set_exception(exc)
+            return
         try:
             call.buffer.feed(data)
             if not end:

@@ -80,9 +80,9 @@ def encode_response(response: Ok | Error) -> bytes:
     return LENGTH.pack(len(payload)) + payload
 
 
-def decode_request(frame: bytes) -> Request:
-    """Decode a complete request frame (length prefix included)."""
-    return _decode(frame, MAX_REQUEST_SIZE, _request_decoder)
+def decode_request(frame: bytes, limit: int = MAX_REQUEST_SIZE) -> Request:
+    """Decode a complete request frame (length prefix included) of at most *limit* bytes."""
+    return _decode(frame, limit, _request_decoder)
 
 
 def decode_response(frame: bytes) -> Ok | Error:
@@ -94,8 +94,9 @@ def _decode(frame: bytes, limit: int, decoder: msgspec.msgpack.Decoder[T]) -> T:
     if len(frame) < LENGTH.size:
         raise FrameError("frame shorter than its length prefix")
     (length,) = LENGTH.unpack_from(frame)
-    if length > limit:
-        raise FrameError(f"frame of {length} bytes exceeds the {limit}-byte limit")
+    if length > limit or len(frame) - LENGTH.size > limit:
+        size = max(length, len(frame) - LENGTH.size)
+        raise FrameError(f"frame of {size} bytes exceeds the {limit}-byte limit")
     if len(frame) != LENGTH.size + length:
         raise FrameError(f"frame length prefix says {length} bytes, got {len(frame) - 4}")
     try:
