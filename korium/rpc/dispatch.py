@@ -9,10 +9,11 @@ typed error) live here once, so the two cannot drift apart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ from korium.errors import (
     RequestTooLargeError,
     ResponseTooLargeError,
     RpcError,
+    RpcTimeoutError,
 )
 from korium.identity import Identity
 from korium.rpc import MessageHandler, RequestHandler, frames
@@ -64,6 +66,24 @@ def encode_request(protocol: str, body: bytes, config: RpcConfig, what: str = "r
             "it was not sent"
         )
     return frame
+
+
+@contextlib.contextmanager
+def request_outcome(
+    stats: Counter[str], peer: Identity, protocol: str, limit: float
+) -> Iterator[None]:
+    """Count a request and turn a timeout inside it into :class:`RpcTimeoutError`."""
+    stats["requests_sent"] += 1
+    try:
+        yield
+    except TimeoutError:
+        stats["requests_timed_out"] += 1
+        raise RpcTimeoutError(
+            f"no response from {peer.short}... to {protocol!r} within {limit} s"
+        ) from None
+    except RpcError:
+        stats["requests_failed"] += 1
+        raise
 
 
 def response_body(frame: bytes, config: RpcConfig) -> bytes:

@@ -38,6 +38,7 @@ from korium.rpc.dispatch import (
     encode_request,
     error_frame,
     frame_error,
+    request_outcome,
     response_body,
 )
 from korium.rpc.frames import ErrorCode, FrameBuffer, FrameError
@@ -163,8 +164,7 @@ class RpcEndpoint(ServesProtocols):
             raise
         limit = self.config.request_timeout if timeout is None else timeout
         deadline = asyncio.get_running_loop().time() + limit
-        self.stats["requests_sent"] += 1
-        try:
+        with request_outcome(self.stats, peer, protocol, limit):
             for attempt in (0, 1):
                 conn = self._pool.get(peer)  # the hot path: a live pooled connection
                 if conn is None or conn.closed or conn.retiring:
@@ -178,14 +178,6 @@ class RpcEndpoint(ServesProtocols):
                         raise ConnectionLostError(
                             f"connection to {peer.short}... closed twice"
                         ) from None
-        except TimeoutError:
-            self.stats["requests_timed_out"] += 1
-            raise RpcTimeoutError(
-                f"no response from {peer.short}... to {protocol!r} within {limit} s"
-            ) from None
-        except RpcError:
-            self.stats["requests_failed"] += 1
-            raise
         raise AssertionError("unreachable")
 
     async def _call(self, conn: PeerConnection, frame: bytes, deadline: float) -> bytes:

@@ -59,6 +59,7 @@ from korium.rpc.dispatch import (
     RpcConfig,
     ServesProtocols,
     encode_request,
+    request_outcome,
     response_body,
 )
 from korium.transport.addresses import Address
@@ -130,23 +131,15 @@ class SimRpc(ServesProtocols):
             self.stats["requests_too_large"] += 1
             raise
         limit = self.config.request_timeout if timeout is None else timeout
-        self.stats["requests_sent"] += 1
         call: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         try:
-            async with asyncio.timeout(limit):
-                target = await self._connect(peer)
-                self._calls.add(call)
-                serve = functools.partial(target._serve, self, frame, call)
-                self._network._transmit(self, target, frame, serve)
-                return await call
-        except TimeoutError:
-            self.stats["requests_timed_out"] += 1
-            raise RpcTimeoutError(
-                f"no response from {peer.short}... to {protocol!r} within {limit} s"
-            ) from None
-        except RpcError:
-            self.stats["requests_failed"] += 1
-            raise
+            with request_outcome(self.stats, peer, protocol, limit):
+                async with asyncio.timeout(limit):
+                    target = await self._connect(peer)
+                    self._calls.add(call)
+                    serve = functools.partial(target._serve, self, frame, call)
+                    self._network._transmit(self, target, frame, serve)
+                    return await call
         finally:
             self._calls.discard(call)
 
