@@ -27,7 +27,7 @@ from korium.identity import Contact, Identity, Keypair, NodeIdentity
 from korium.identity.pow import check_difficulty, solve_pow_async
 from korium.plugins import PluginHost, Profile, ServiceRegistry, await_results, resolve_maybe
 from korium.rpc import Rpc
-from korium.rpc.endpoint import RpcEndpoint
+from korium.rpc.endpoint import CLOSE_SHUTDOWN, RpcEndpoint
 from korium.transport.addresses import Address, format_address, parse_address
 from korium.transport.connection import PeerConnection
 from korium.transport.smartsock import SmartSock
@@ -337,7 +337,7 @@ class Node:
         if self._endpoint is not None:
             await self._endpoint.close()
         if self._sock is not None:
-            self._sock.close()
+            self._sock.close(error_code=CLOSE_SHUTDOWN)
         if self._network is not None:
             self._network.remove_node(self.identity)
 

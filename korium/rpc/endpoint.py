@@ -110,7 +110,6 @@ class RpcEndpoint(ServesProtocols):
         self._expiry: asyncio.TimerHandle | None = None
         self._address_book: OrderedDict[Identity, list[Address]] = OrderedDict()
         """Where recently connected peers were reached (LRU, bounded), for redialling."""
-        self._closing = False
 
     # -- protocols --------------------------------------------------------------------------
 
@@ -127,7 +126,6 @@ class RpcEndpoint(ServesProtocols):
 
     async def close(self) -> None:
         """Stop serving and fail everything in flight."""
-        self._closing = True
         if self._sweeper is not None:
             self._sweeper.cancel()
         if self._expiry is not None:

@@ -40,7 +40,6 @@ class ErrorCode(enum.IntEnum):
     REQUEST_TOO_LARGE = 3
     MALFORMED = 4
     HANDLER_TIMEOUT = 5
-    SHUTTING_DOWN = 6
     RESPONSE_TOO_LARGE = 7
     """The handler's response exceeded the limit; it was not sent."""
 

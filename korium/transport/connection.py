@@ -216,10 +216,10 @@ class PeerConnection:
             self.quic.close(error_code=error_code, reason_phrase=reason)
             self.transmit()
 
-    def abort(self, reason: str) -> None:
+    def abort(self, reason: str, *, error_code: int = 0) -> None:
         """Close now and forget the connection without waiting for the closing period."""
-        self.close(reason=reason)
-        self._terminated(reason, 0)
+        self.close(error_code=error_code, reason=reason)
+        self._terminated(reason, error_code)
 
     def ping(self) -> None:
         """Send a PING (keeps the connection and any NAT binding alive)."""

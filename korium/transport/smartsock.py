@@ -133,10 +133,10 @@ class SmartSock(asyncio.DatagramProtocol):
             raise TransportError("the socket is not bound")
         return normalize(self._transport.get_extra_info("sockname"))
 
-    def close(self) -> None:
-        """Close every connection and the socket."""
+    def close(self, *, error_code: int = 0) -> None:
+        """Close every connection (with *error_code*) and the socket."""
         for conn in list(self.connections):
-            conn.abort("node closing")
+            conn.abort("node closing", error_code=error_code)
         if self._probe_timer is not None:
             self._probe_timer.cancel()
         if self._transport is not None:
