@@ -77,6 +77,14 @@ class Discovery(Protocol):
         """Sign and publish this node's contact record with *addresses*."""
         ...
 
+    async def put(self, value: bytes) -> bytes:
+        """Store *value* in the network under its content address; returns the key."""
+        ...
+
+    async def get(self, key: bytes) -> bytes | None:
+        """The value stored under the content address *key* (checked), or None."""
+        ...
+
 
 @runtime_checkable
 class PubSub(Protocol):

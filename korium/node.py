@@ -459,6 +459,19 @@ class Node:
         """*peer*'s newest valid contact record (needs Discovery: korium[dht])."""
         return await self.services.require(DISCOVERY, needed_by="resolve").resolve(peer)
 
+    async def publish_address(self, addresses: Iterable[str]) -> None:
+        """Sign and publish this node's contact record (needs Discovery: korium[dht])."""
+        service = self.services.require(DISCOVERY, needed_by="publish_address")
+        await service.publish_address(list(addresses))
+
+    async def put(self, value: bytes) -> bytes:
+        """Store *value* under its blake3 content address; returns the key (korium[dht])."""
+        return await self.services.require(DISCOVERY, needed_by="put").put(value)
+
+    async def get(self, key: bytes) -> bytes | None:
+        """The value whose content address is *key*, or None (needs korium[dht])."""
+        return await self.services.require(DISCOVERY, needed_by="get").get(key)
+
     async def subscribe(self, topic: str) -> None:
         """Subscribe to *topic* (needs PubSub: korium[gossipsub])."""
         await self.services.require(PUBSUB, needed_by="subscribe").subscribe(topic)

@@ -47,6 +47,12 @@ class FakeDiscovery:
     async def publish_address(self, addresses: object) -> None:
         return None
 
+    async def put(self, value: bytes) -> bytes:
+        return bytes(32)
+
+    async def get(self, key: bytes) -> bytes | None:
+        return None
+
 
 class Plugin:
     """A configurable test plugin passed in as an object."""

@@ -9,6 +9,7 @@ signature made for one purpose can never be replayed as another. Verification is
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Final
 
@@ -178,11 +179,20 @@ def _validate_public_key(key: bytes) -> None:
         raise InvalidIdentityError("all-zero", "the all-zero key is not a valid identity")
     if key == b"\xff" * IDENTITY_LEN:
         raise InvalidIdentityError("all-ones", "the all-0xFF key is not a valid identity")
-    # Fast path in C: canonical, on the curve, in the prime-order subgroup, not small order.
-    if nacl.bindings.crypto_core_ed25519_is_valid_point(key):
+    if _is_valid_point(key):
         return
     reason, message = _diagnose_invalid_point(key)
     raise InvalidIdentityError(reason, message)
+
+
+@functools.lru_cache(maxsize=16384)
+def _is_valid_point(key: bytes) -> bool:
+    """Canonical, on the curve, in the prime-order subgroup, not small order (libsodium).
+
+    The check costs a scalar multiplication (~30 us); a node sees the same peers' keys in
+    every lookup reply, so results are cached (bounded: about 2 MiB when full).
+    """
+    return bool(nacl.bindings.crypto_core_ed25519_is_valid_point(key))
 
 
 # Edwards25519 arithmetic, used only to explain *why* libsodium refused a key.

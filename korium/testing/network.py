@@ -106,6 +106,9 @@ class SimNetwork:
         the defaults are the real endpoint's.
     :param idle_timeout: seconds after which a connection to an unreachable peer dies (the QUIC
         idle timeout; the real transport's default).
+    :param latency: ``latency(a, b)``: the one-way latency from *a* to *b* for links not set
+        with :meth:`set_link` (instead of *default_latency*); a latency model such as regions,
+        without setting each of the n² links.
     """
 
     def __init__(
@@ -116,8 +119,10 @@ class SimNetwork:
         loss: float = 0.0,
         config: RpcConfig | None = None,
         idle_timeout: float = _QUIC_IDLE_TIMEOUT,
+        latency: Callable[[Identity, Identity], float] | None = None,
     ) -> None:
         self.default_link = LinkSettings(default_latency, loss)
+        self.latency_model = latency
         self.config = config or RpcConfig()
         self.idle_timeout = idle_timeout
         self.stats = NetworkStats()
@@ -189,7 +194,7 @@ class SimNetwork:
         if symmetric:
             pairs.append((pairs[0][1], pairs[0][0]))
         for pair in pairs:
-            current = self._links.get(pair, self.default_link)
+            current = self._link(*pair)
             self._links[pair] = LinkSettings(
                 current.latency if latency is None else latency,
                 current.loss if loss is None else loss,
@@ -197,7 +202,15 @@ class SimNetwork:
 
     def link(self, a: NodeRef, b: NodeRef) -> LinkSettings:
         """The settings of the link from *a* to *b*."""
-        return self._links.get((_identity(a), _identity(b)), self.default_link)
+        return self._link(_identity(a), _identity(b))
+
+    def _link(self, a: Identity, b: Identity) -> LinkSettings:
+        link = self._links.get((a, b))
+        if link is not None:
+            return link
+        if self.latency_model is not None:
+            return LinkSettings(self.latency_model(a, b), self.default_link.loss)
+        return self.default_link
 
     def partition(self, side_a: Iterable[NodeRef], side_b: Iterable[NodeRef] | None = None) -> None:
         """Cut every link between *side_a* and *side_b* (default: every other node).
@@ -268,7 +281,7 @@ class SimNetwork:
         if reason is not None:
             setattr(self.stats, reason, getattr(self.stats, reason) + 1)
             return
-        link = self._links.get((src.identity, dst.identity), self.default_link)
+        link = self._link(src.identity, dst.identity)
         if link.loss and self._rng.random() < link.loss:
             self.stats.lost += 1
             return
