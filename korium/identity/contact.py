@@ -180,13 +180,15 @@ class Contact(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_field
             raise ContactDecodeError("not a contact record: nested too deeply") from None
 
 
-def _enc_hook(obj: Any) -> Any:
+def enc_hook(obj: Any) -> Any:
+    """msgspec ``enc_hook``: an :class:`Identity` travels as its 32 bytes."""
     if isinstance(obj, Identity):
         return bytes(obj)
     raise NotImplementedError(f"cannot encode {type(obj).__name__}")
 
 
-def _dec_hook(kind: type, obj: Any) -> Any:
+def dec_hook(kind: type, obj: Any) -> Any:
+    """msgspec ``dec_hook``: 32 bytes become a validated :class:`Identity`."""
     if kind is Identity:
         if not isinstance(obj, bytes):
             raise TypeError(f"expected 32 bytes, got {type(obj).__name__}")
@@ -194,5 +196,5 @@ def _dec_hook(kind: type, obj: Any) -> Any:
     raise NotImplementedError(f"cannot decode {kind.__name__}")
 
 
-_encoder: Final = msgspec.msgpack.Encoder(enc_hook=_enc_hook)
-_decoder: Final = msgspec.msgpack.Decoder(Contact, dec_hook=_dec_hook)
+_encoder: Final = msgspec.msgpack.Encoder(enc_hook=enc_hook)
+_decoder: Final = msgspec.msgpack.Decoder(Contact, dec_hook=dec_hook)

@@ -13,7 +13,8 @@ from typing import Annotated, Any, Final
 import msgspec
 
 from korium.errors import ContactError, InvalidIdentityError
-from korium.identity import Contact, Identity
+from korium.identity import Contact
+from korium.identity.contact import dec_hook, enc_hook
 from korium_dht.config import MAX_VALUE_SIZE
 from korium_dht.errors import DhtDecodeError
 
@@ -91,23 +92,9 @@ class StoreResult(_Message, tag=4, frozen=True):
 Response = Pong | Nodes | Found | StoreResult
 
 
-def _enc_hook(obj: Any) -> Any:
-    if isinstance(obj, Identity):
-        return bytes(obj)
-    raise NotImplementedError(f"cannot encode {type(obj).__name__}")
-
-
-def _dec_hook(kind: type, obj: Any) -> Any:
-    if kind is Identity:
-        if not isinstance(obj, bytes):
-            raise TypeError(f"expected 32 bytes, got {type(obj).__name__}")
-        return Identity(obj)
-    raise NotImplementedError(f"cannot decode {kind.__name__}")
-
-
-_encoder: Final = msgspec.msgpack.Encoder(enc_hook=_enc_hook)
-_request_decoder: Final = msgspec.msgpack.Decoder(Request, dec_hook=_dec_hook)
-_response_decoder: Final = msgspec.msgpack.Decoder(Response, dec_hook=_dec_hook)
+_encoder: Final = msgspec.msgpack.Encoder(enc_hook=enc_hook)
+_request_decoder: Final = msgspec.msgpack.Decoder(Request, dec_hook=dec_hook)
+_response_decoder: Final = msgspec.msgpack.Decoder(Response, dec_hook=dec_hook)
 
 
 def encode(message: Request | Response) -> bytes:

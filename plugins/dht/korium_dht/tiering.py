@@ -71,9 +71,10 @@ _NEGLIGIBLE_INERTIA: Final = 1e-12
 """Per value, in log(RTT) squared: below this the tiers fit exactly (and rounding dominates)."""
 
 
-@lru_cache(maxsize=1 << 16)
+@lru_cache(maxsize=4096)
 def _prefix_of(ip: IpAddress) -> str:
-    """``tiering_prefix``, cached: building an ``ip_network`` per reply would dominate the cost."""
+    """``tiering_prefix``, cached (process-wide, bounded): an ``ip_network`` per reply would
+    dominate the cost."""
     return tiering_prefix(ip)
 
 
