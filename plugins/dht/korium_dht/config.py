@@ -76,7 +76,8 @@ class DhtConfig:
     lookup_timeout_s: float = 10.0
     """Timeout of a whole lookup; it then returns what answered so far."""
     max_contacts_per_response: int = 30
-    """Contacts a FIND_NODE answer may carry (a larger answer is a decode error)."""
+    """Contacts of a FIND_NODE answer that are considered (the rest are ignored; an answer
+    with more than 100 is a decode error)."""
     tiering: bool = True
     """Prefer low-latency tiers among candidates of equal progress."""
 
@@ -120,7 +121,7 @@ class DhtConfig:
         """Raise :class:`ConfigError` naming the first setting that is out of range."""
         _order("k", self.k_min, self.k, self.k_max, low=1)
         _order("alpha", self.alpha_min, self.alpha, self.alpha_max, low=1)
-        if not isinstance(self.join_refresh, int) or not 0 <= self.join_refresh <= 256:
+        if not _is_int(self.join_refresh) or not 0 <= self.join_refresh <= 256:
             raise ConfigError(f"dht: join_refresh must be 0 to 256, got {self.join_refresh!r}")
         for name in (
             "replacement_cache",
@@ -141,9 +142,9 @@ class DhtConfig:
             "replication",
         ):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not _is_int(value) or value < 1:
                 raise ConfigError(f"dht: {name} must be a positive integer, got {value!r}")
-        if not 1 <= self.max_tiers <= 7:
+        if not _is_int(self.max_tiers) or not 1 <= self.max_tiers <= 7:
             raise ConfigError(f"dht: max_tiers must be 1 to 7, got {self.max_tiers}")
         if self.max_contacts_per_response < self.k_max:
             raise ConfigError("dht: max_contacts_per_response must be at least k_max")
@@ -160,7 +161,7 @@ class DhtConfig:
             "republish_s",
         ):
             value = getattr(self, name)
-            if not isinstance(value, int | float) or not value > 0:
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
                 raise ConfigError(
                     f"dht: {name} must be a positive number of seconds, got {value!r}"
                 )
@@ -171,7 +172,11 @@ class DhtConfig:
         except ValueError as exc:
             raise ConfigError(f"dht: exempt_networks: {exc}") from None
         if self.addresses is not None:
+            if isinstance(self.addresses, str | bytes):
+                raise ConfigError("dht: addresses must be a list of 'HOST:PORT' strings, not one")
             self.addresses = tuple(self.addresses)
+            if not all(isinstance(a, str) and a for a in self.addresses):
+                raise ConfigError(f"dht: addresses must be 'HOST:PORT' strings: {self.addresses}")
 
     def is_exempt(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         """Whether *ip* is exempt from the per-IP and per-prefix rules."""
@@ -191,9 +196,13 @@ class DhtConfig:
 
 def _order(name: str, low_value: int, value: int, high_value: int, *, low: int) -> None:
     for label, number in ((f"{name}_min", low_value), (name, value), (f"{name}_max", high_value)):
-        if not isinstance(number, int) or isinstance(number, bool) or number < low:
+        if not _is_int(number) or number < low:
             raise ConfigError(f"dht: {label} must be an integer >= {low}, got {number!r}")
     if not low_value <= value <= high_value:
         raise ConfigError(
             f"dht: need {name}_min <= {name} <= {name}_max, got {low_value}, {value}, {high_value}"
         )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -189,7 +189,8 @@ class DhtService:
         if local is not None and value_key(local) == key:
             return local
         result = await self.lookup(key, find_value=True)
-        return result.value
+        value = result.value
+        return value if value is not None and value_key(value) == key else None
 
     async def bootstrap(self, peer: Identity) -> None:
         """Join through *peer*: learn its record, look up our own id, refresh far buckets."""
@@ -563,7 +564,8 @@ class DhtService:
     def _local_record(self, identity: Identity) -> Contact | None:
         """The newest record of *identity* this node holds (routing table or store)."""
         found = [self.table.get(identity), self.store.record(identity, self._now())]
-        records = [c for c in found if c is not None]
+        oldest = wall_time_ms() - self.max_record_age_s * 1000
+        records = [c for c in found if c is not None and c.timestamp_ms >= oldest]
         return max(records, key=lambda c: c.timestamp_ms) if records else None
 
     @staticmethod
