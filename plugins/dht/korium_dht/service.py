@@ -89,6 +89,7 @@ class DhtService:
         self.counters: Counter[str] = Counter()
         self._default_addresses = addresses
         self._published: tuple[str, ...] | None = None
+        self._found: tuple[float, tuple[str, ...]] | None = None
         self._contact: Contact | None = None
         self._per_peer: KeyedRateLimiter[Identity] = KeyedRateLimiter(
             config.insertions_per_peer, config.insertion_window_s, config.rate_limiter_entries
@@ -130,7 +131,11 @@ class DhtService:
             return self._published
         if self.config.addresses is not None:
             return self.config.addresses
-        return tuple(self._default_addresses())
+        now = self._now()
+        if self._found is None or now - self._found[0] >= TICK_S:
+            # the node's own addresses can cost a resolver call: look them up once a minute
+            self._found = (now, tuple(self._default_addresses()))
+        return self._found[1]
 
     def own_contact(self) -> Contact:
         """This node's signed record, re-signed when half its republish period old."""
@@ -160,15 +165,17 @@ class DhtService:
         result = await self.lookup(key, find_value=True, exact=True)
         found = [c for c in (self._local_record(identity),) if c is not None]
         if result.value is not None:
-            found.append(messages_contact(result.value))
+            found.append(Contact.decode(result.value))  # checked by the lookup
         if result.contacts and result.contacts[0].identity == identity:
             found.append(result.contacts[0])  # the peer answered us itself: its record is live
         return max(found, key=lambda c: c.timestamp_ms) if found else None
 
     async def publish_address(self, addresses: Sequence[str]) -> None:
         """Sign a record with *addresses*, store it on the closest peers; republished hourly."""
-        self._published = tuple(addresses)
-        self._contact = None
+        addresses = tuple(addresses)
+        # sign first: an invalid list raises ContactStructureError and changes nothing
+        contact = self.node_identity.contact(addresses, timestamp_ms=wall_time_ms())
+        self._published, self._contact = addresses, contact
         await self._publish()
 
     async def put(self, value: bytes) -> bytes:
@@ -282,8 +289,8 @@ class DhtService:
                     pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
                 )
                 for task in finished:
-                    candidate = pending.pop(task)
-                    value = self._absorb(lookup, candidate, task.result(), target) or value
+                    found = self._absorb(lookup, pending.pop(task), task.result(), target)
+                    value = found if found is not None else value
         finally:
             for task in pending:
                 task.cancel()
@@ -367,10 +374,10 @@ class DhtService:
             return None
         except DhtDecodeError:
             self.counters["malformed_responses"] += 1
-            self._no_answer(contact.identity)
+            self._no_answer(contact)
             return None
         except RpcError:
-            self._no_answer(contact.identity)
+            self._no_answer(contact)
             return None
         now = loop.time()
         rtt = now - started
@@ -401,10 +408,14 @@ class DhtService:
             self._learn_checked(contact)
         return response
 
-    def _no_answer(self, identity: Identity) -> None:
+    def _no_answer(self, contact: Contact) -> None:
         if self.adaptive.record(Outcome.NO_ANSWER):
             self.table.set_k(self.adaptive.k)
-        self.table.record_failure(identity, self._now())
+        known = self.table.get(contact.identity)
+        # Only a failure at the table's own record counts against the peer: a record someone
+        # else handed us may carry old or wrong addresses, and must not evict a live peer.
+        if known is not None and known.signature == contact.signature:
+            self.table.record_failure(contact.identity, self._now())
 
     # -- routing table --------------------------------------------------------------------------
 
@@ -590,11 +601,6 @@ class DhtService:
 def response_contact(response: messages.Response) -> Contact | None:
     """The responder's own record, where the response carries one."""
     return response.contact if isinstance(response, messages.Pong) else None
-
-
-def messages_contact(value: bytes) -> Contact:
-    """A stored record's contact (already checked by the lookup)."""
-    return Contact.decode(value)
 
 
 def _addresses(contact: Contact) -> list[Address]:
