@@ -46,12 +46,13 @@ Three parts:
    named the target (0 = it was in the source's table). Queries: requests the lookup sent.
    Latency is virtual: the lookup's duration on the simulated clock.
 
-3. **Memory per node** (``--memory``, on by default): ``tracemalloc`` runs during the simulated
-   build (it slows the build down; the build time printed includes that). After the build: the
-   traced live memory divided by the node count, its breakdown by allocation site (the
-   innermost Python frame's file), and a deep-size estimate of the DHT state alone (routing
-   table, store, latency tiers, adaptive parameters, rate limiters, counters, settings) of a
-   sample of nodes. Also RSS (current and peak) before and after the build.
+3. **Memory per node** in the simulation, right after the build: RSS (current and peak) before
+   and after the build, and a deep-size estimate of the DHT state alone (routing table, store,
+   latency tiers, adaptive parameters, rate limiters, counters, settings) over a sample of
+   nodes. With ``--memory`` (off by default: it slows the build about 2.5-3x, and the build
+   time printed includes that) ``tracemalloc`` also runs during the build: the traced live
+   memory divided by the node count, and its breakdown by allocation site (the innermost
+   Python frame's file).
 """
 
 from __future__ import annotations
@@ -76,6 +77,7 @@ from typing import Final
 
 from _report import status, table
 from korium_dht import plugin
+from korium_dht.config import DhtConfig
 from korium_dht.service import DhtService, LookupResult
 from korium_dht.simulation import REGIONS_3, LookupReport, SimDht
 
@@ -186,7 +188,7 @@ def _echo(peer: Identity, data: bytes) -> bytes:
     return data
 
 
-async def loopback(count: int, lookups: int, seed: int) -> None:
+async def loopback(count: int, iterations: int, seed: int) -> None:
     rng = random.Random(seed)
     nodes: list[Node] = []
     try:
@@ -252,9 +254,9 @@ async def loopback(count: int, lookups: int, seed: int) -> None:
             do_resolve,
             do_ping,
         ]
-        for index in range(lookups):
+        for index in range(iterations):
             if index % 50 == 0:
-                status(f"loopback: lookup {index}/{lookups}")
+                status(f"loopback: iteration {index}/{iterations}")
             source, target = rng.sample(nodes, 2)
             shift = index % len(steps)
             for step in steps[shift:] + steps[:shift]:
@@ -274,7 +276,7 @@ async def loopback(count: int, lookups: int, seed: int) -> None:
         f"close {closed - closing:.1f} s"
     )
     print(
-        f"  {lookups} iterations of (full lookup, exact lookup, resolve, RPC ping), order "
+        f"  {iterations} iterations of (full lookup, exact lookup, resolve, RPC ping), order "
         f"rotated per iteration, random source and target; {measured - published:.1f} s"
     )
     print(
@@ -335,6 +337,7 @@ async def loopback(count: int, lookups: int, seed: int) -> None:
         f"{len(PAYLOAD)} bytes"
     )
     print()
+    sys.stdout.flush()
 
 
 # -- 2. simulation --------------------------------------------------------------------------
@@ -499,11 +502,14 @@ def tiering_rows(label: str, on: Batch, off: Batch) -> list[list[str]]:
 
 def timed_out(batch: Batch, limit: float) -> str:
     """Share of lookups that ran into the lookup timeout (they return what they have)."""
-    late = sum(latency >= limit - 1e-9 for latency in batch.report.latencies)
+    late = sum(latency >= limit - 1e-6 for latency in batch.report.latencies)
     return pct(late / len(batch.report.latencies)) if batch.report.latencies else "-"
 
 
-def print_churn_table(full: Batch, exact: Batch, before: int, after: int, limit: float) -> None:
+def print_churn_table(
+    full: Batch, exact: Batch, before: int, after: int, config: DhtConfig
+) -> None:
+    limit = config.lookup_timeout_s
     print(
         f"  After removing {before - after:,} of {before:,} nodes abruptly (no goodbye): "
         f"{full.report.lookups:,} full and {exact.report.lookups:,} exact lookups among the "
@@ -525,8 +531,8 @@ def print_churn_table(full: Batch, exact: Batch, before: int, after: int, limit:
         "lookup stops once the target answers and drops the requests still pending)"
     )
     print(
-        "  a dead peer costs its asker the query timeout (3 s by default) unless the "
-        "connection is already known to be gone; a full lookup waits for all k closest"
+        f"  a dead peer costs its asker the query timeout ({config.query_timeout_s:g} s) unless "
+        "the connection is already known to be gone; a full lookup waits for all k closest"
     )
     print()
 
@@ -627,12 +633,20 @@ def dht_deep_sizes(sim: SimDht, rng: random.Random) -> dict[str, float]:
 
 
 @dataclass(slots=True)
-class Memory:
-    nodes: int
+class Traced:
+    """What tracemalloc saw: live memory after the build and its allocation sites."""
+
     traced: int
     traced_peak: int
-    tracemalloc_overhead: int
+    overhead: int
     by_site: list[tuple[str, int, int]]
+    snapshot_s: float
+
+
+@dataclass(slots=True)
+class Memory:
+    nodes: int
+    traced: Traced | None
     deep: dict[str, float]
     contacts_mean: float
     cache_mean: float
@@ -641,14 +655,11 @@ class Memory:
     rss_after: int
     peak_before: int
     peak_after: int
-    snapshot_s: float
 
 
-def measure_memory(sim: SimDht, rss_before: int, peak_before: int) -> Memory:
-    gc.collect()
+def measure_traced() -> Traced:
     traced, traced_peak = tracemalloc.get_traced_memory()
     overhead = tracemalloc.get_tracemalloc_memory()
-    rss_after, peak_after = rss_now(), rss_peak()
     status("memory: tracemalloc snapshot")
     started = time.perf_counter()
     snapshot = tracemalloc.take_snapshot()
@@ -660,16 +671,20 @@ def measure_memory(sim: SimDht, rss_before: int, peak_before: int) -> Memory:
     del snapshot
     snapshot_s = time.perf_counter() - started
     by_site = sorted(((n, s, b) for n, (s, b) in grouped.items()), key=lambda x: -x[1])
+    return Traced(traced, traced_peak, overhead, by_site, snapshot_s)
+
+
+def measure_memory(sim: SimDht, rss_before: int, peak_before: int, traced: bool) -> Memory:
+    gc.collect()
+    rss_after, peak_after = rss_now(), rss_peak()
+    seen = measure_traced() if traced else None
     status("memory: deep size of DHT state")
     deep = dht_deep_sizes(sim, random.Random(7))
     stats = [sim.dht(node).stats() for node in sim.nodes]
     status("")
     return Memory(
         nodes=len(sim.nodes),
-        traced=traced,
-        traced_peak=traced_peak,
-        tracemalloc_overhead=overhead,
-        by_site=by_site,
+        traced=seen,
         deep=deep,
         contacts_mean=mean([s.get("dht.table.contacts", 0) for s in stats]),
         cache_mean=mean([s.get("dht.table.replacements", 0) for s in stats]),
@@ -678,18 +693,14 @@ def measure_memory(sim: SimDht, rss_before: int, peak_before: int) -> Memory:
         rss_after=rss_after,
         peak_before=peak_before,
         peak_after=peak_after,
-        snapshot_s=snapshot_s,
     )
 
 
-def print_memory(memory: Memory) -> None:
-    n = memory.nodes
-    print(f"3. Memory per node (simulation, N={n:,}, measured right after the build)")
+def print_traced(seen: Traced, n: int) -> None:
     print(
-        f"  tracemalloc, live memory allocated since just before the build: "
-        f"{mib(memory.traced)} = {kib(memory.traced / n)} per node "
-        f"(peak {mib(memory.traced_peak)}); tracemalloc's own bookkeeping "
-        f"{mib(memory.tracemalloc_overhead)} not included"
+        f"  tracemalloc (--memory), live memory allocated since just before the build: "
+        f"{mib(seen.traced)} = {kib(seen.traced / n)} per node (peak {mib(seen.traced_peak)}); "
+        f"tracemalloc's own bookkeeping ({mib(seen.overhead)}) not included"
     )
     print(
         "  it counts everything the nodes hold: Node objects, the simulated RPC endpoints and "
@@ -697,10 +708,9 @@ def print_memory(memory: Memory) -> None:
     )
     print()
     print("  By allocation site (file of the innermost Python frame that allocated the block)")
-    top = memory.by_site[:14]
-    rest = memory.by_site[14:]
+    top, rest = seen.by_site[:14], seen.by_site[14:]
     rows = [
-        [name, kib(size / n), f"{blocks / n:,.0f}", pct(size / memory.traced)]
+        [name, kib(size / n), f"{blocks / n:,.0f}", pct(size / seen.traced)]
         for name, size, blocks in top
     ]
     if rest:
@@ -709,17 +719,56 @@ def print_memory(memory: Memory) -> None:
                 f"({len(rest)} other files)",
                 kib(sum(s for _, s, _ in rest) / n),
                 f"{sum(b for _, _, b in rest) / n:,.0f}",
-                pct(sum(s for _, s, _ in rest) / memory.traced),
+                pct(sum(s for _, s, _ in rest) / seen.traced),
             ]
         )
-    dht_size = sum(s for name, s, _ in memory.by_site if name.startswith("korium_dht/"))
-    rows.append(["all korium_dht/*", kib(dht_size / n), "", pct(dht_size / memory.traced)])
+    dht_size = sum(s for name, s, _ in seen.by_site if name.startswith("korium_dht/"))
+    rows.append(["all korium_dht/*", kib(dht_size / n), "", pct(dht_size / seen.traced)])
     table(["allocation site", "per node", "blocks/node", "share"], rows)
     print(
-        f"  (snapshot and grouping took {memory.snapshot_s:.1f} s; a Contact decoded by msgspec "
+        f"  (snapshot and grouping took {seen.snapshot_s:.1f} s; a Contact decoded by msgspec "
         "is attributed to the Python frame that called the decoder)"
     )
     print()
+
+
+def print_memory(memory: Memory) -> None:
+    n = memory.nodes
+    print(f"3. Memory per node (simulation, N={n:,}, measured right after the build)")
+    print("  RSS of the whole process (the loopback part, if run, came first)")
+    table(
+        ["", "before build", "after build", "difference", "per node"],
+        [
+            [
+                "current (VmRSS)",
+                mib(memory.rss_before),
+                mib(memory.rss_after),
+                mib(memory.rss_after - memory.rss_before),
+                kib((memory.rss_after - memory.rss_before) / n),
+            ],
+            [
+                "peak (ru_maxrss)",
+                mib(memory.peak_before),
+                mib(memory.peak_after),
+                mib(memory.peak_after - memory.peak_before),
+                kib((memory.peak_after - memory.peak_before) / n),
+            ],
+        ],
+    )
+    if memory.traced is not None:
+        print(
+            f"  with --memory the growth includes tracemalloc's bookkeeping "
+            f"({mib(memory.traced.overhead)})"
+        )
+    print()
+    if memory.traced is not None:
+        print_traced(memory.traced, n)
+    else:
+        print(
+            "  (--memory adds tracemalloc's count of live memory per node and where it was "
+            "allocated; it slows the build about 2.5-3x)"
+        )
+        print()
     total = sum(memory.deep.values())
     print(
         f"  DHT state alone: deep size (sys.getsizeof over everything reachable) of one "
@@ -743,28 +792,6 @@ def print_memory(memory: Memory) -> None:
         "also reachable from another node's DHT state (shared defaults), classes, functions"
     )
     print()
-    print("  RSS (whole process; the loopback part, if run, came first)")
-    table(
-        ["", "before build", "after build", "difference", "per node"],
-        [
-            [
-                "current (VmRSS)",
-                mib(memory.rss_before),
-                mib(memory.rss_after),
-                mib(memory.rss_after - memory.rss_before),
-                kib((memory.rss_after - memory.rss_before) / n),
-            ],
-            [
-                "peak (ru_maxrss)",
-                mib(memory.peak_before),
-                mib(memory.peak_after),
-                mib(memory.peak_after - memory.peak_before),
-                kib((memory.peak_after - memory.peak_before) / n),
-            ],
-        ],
-    )
-    print("  the RSS growth includes tracemalloc's bookkeeping (above)")
-    print()
 
 
 # -- simulation driver ----------------------------------------------------------------------
@@ -786,7 +813,7 @@ async def simulation(args: argparse.Namespace) -> None:
     build_s, build_cpu = time.perf_counter() - started, time.process_time() - cpu_started
     build_virtual = loop.time() - virtual_start
     delivered_build = sim.network.stats.delivered
-    memory = measure_memory(sim, rss_before, peak_before) if args.memory else None
+    memory = measure_memory(sim, rss_before, peak_before, traced=args.memory)
     if args.memory:
         tracemalloc.stop()
     sizes = [len(sim.dht(node).table) for node in sim.nodes]
@@ -850,8 +877,8 @@ async def simulation(args: argparse.Namespace) -> None:
     churn_exact = await lookups(
         sim, per, seed=7, among=survivors, exact=True, concurrency=concurrency
     )
-    limit = sim.dht(survivors[0]).config.lookup_timeout_s
-    print_churn_table(churn_full, churn_exact, count, len(survivors), limit)
+    config = sim.dht(survivors[0]).config
+    print_churn_table(churn_full, churn_exact, count, len(survivors), config)
     total_virtual = loop.time() - virtual_start
     status("simulation: closing")
     close_started = time.perf_counter()
@@ -880,8 +907,7 @@ async def simulation(args: argparse.Namespace) -> None:
     )
     print()
     sys.stdout.flush()
-    if memory is not None:
-        print_memory(memory)
+    print_memory(memory)
 
 
 # -- main ---------------------------------------------------------------------------------------
@@ -919,9 +945,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--memory",
         action=argparse.BooleanOptionalAction,
-        default=True,
-        help="measure memory per node during the simulated build (tracemalloc; slows the "
-        "build down; default on)",
+        default=False,
+        help="trace memory allocations during the simulated build (tracemalloc): live "
+        "memory per node and where it was allocated; slows the build about 2.5-3x (default off)",
     )
     parser.add_argument("--seed", type=int, default=1, help="loopback random seed (default 1)")
     args = parser.parse_args(argv)

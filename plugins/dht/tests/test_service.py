@@ -720,6 +720,28 @@ async def test_insertions_per_ip_are_rate_limited() -> None:
 
 
 @on_virtual_time
+async def test_insertions_per_peer_are_rate_limited() -> None:
+    # A peer knocking at a full bucket spends one insertion token per attempt: 50 per 60 s.
+    network = SimNetwork(seed=26)
+    node = await new_node(network, 1, k=2, k_min=2, k_max=2)
+    r1, r2, pushy = (raw(network, i) for i in in_bucket_zero_of(node.identity, 3, start=8000))
+    for r in (r1, r2, pushy):
+        r.serve()
+    await introduce(r1, node)
+    await introduce(r2, node)
+    # 60 attempts at 0.02 s each: the 50 tokens, plus at most 2 refilled meanwhile
+    for _ in range(60):
+        await introduce(pushy, node)
+    first = counter(node, "rate_limited_insertions")
+    assert 8 <= first <= 10
+    assert pushy.identity not in dht(node).table
+    await asyncio.sleep(60.0)  # a full window refills the bucket (to its cap of 50, no more)
+    for _ in range(70):
+        await introduce(pushy, node)
+    assert 18 <= counter(node, "rate_limited_insertions") - first <= 20
+
+
+@on_virtual_time
 async def test_private_addresses_are_exempt_from_the_ip_rate_limit() -> None:
     network = SimNetwork(seed=24)
     node = await new_node(network, 1, max_per_prefix=100)
