@@ -35,9 +35,10 @@ Three parts:
 
    * ``--sim-lookups`` full lookups (default settings, tiering on) of random existing
      identities from random nodes, next to the idealised reference in ``peers.md`` section 6.4;
-   * tiering on vs off on the same network (``SimDht.set_tiering``): the same (source, target)
-     pairs for both settings, exact lookups and full lookups; each batch runs with tiering on
-     and off back to back, the first setting alternating from batch to batch;
+   * tiering on vs off on the same network (``SimDht.set_tiering``), exact lookups and full
+     lookups: pairs drawn alternately for on and off from one seeded random source (not the
+     same pairs twice: a lookup teaches its source the target, so a rerun finds it in round
+     0); batches with tiering on and off run back to back, the first alternating;
    * 20% of the nodes removed abruptly (``SimDht.remove``), then full and exact lookups among
      the survivors.
 
@@ -393,25 +394,40 @@ async def run_pairs(sim: SimDht, pairs: Sequence[Sequence[Node]], exact: bool, i
 async def tiering_pair(
     sim: SimDht, count: int, seed: int, *, exact: bool, concurrency: int
 ) -> tuple[Batch, Batch]:
-    """The same lookups with tiering on and off (``SimDht.set_tiering``), batch by batch.
+    """*count* lookups with tiering on and *count* with it off (``SimDht.set_tiering``).
 
-    Each batch of *concurrency* pairs runs twice back to back, once per setting, the setting
-    that goes first alternating from batch to batch, so that neither gains from running
-    later (tables that changed meanwhile, background work).
+    The pairs come from one seeded random source, drawn alternately for on and off: not the
+    same pairs twice, since a lookup teaches its source the target and its neighbours, so a
+    rerun of a pair starts with the target in the source's table. Batch by batch, a batch of
+    *concurrency* lookups with tiering on and one with it off run back to back, the setting
+    that goes first alternating, so that neither gains from running later.
     """
     rng = random.Random(seed)
-    pairs = [rng.sample(sim.nodes, 2) for _ in range(count)]
+    pairs = [rng.sample(sim.nodes, 2) for _ in range(2 * count)]
+    pairs_on, pairs_off = pairs[0::2], pairs[1::2]
     on, off = Batch(LookupReport(), [], 0.0), Batch(LookupReport(), [], 0.0)
     for index, start in enumerate(range(0, count, concurrency)):
         status(f"simulation: tiering {'exact' if exact else 'full'} {start}/{count}")
-        chunk = pairs[start : start + concurrency]
-        order = [(True, on), (False, off)] if index % 2 == 0 else [(False, off), (True, on)]
-        for enabled, batch in order:
+        end = start + concurrency
+        runs = [(True, pairs_on[start:end], on), (False, pairs_off[start:end], off)]
+        for enabled, chunk, batch in runs if index % 2 == 0 else runs[::-1]:
             sim.set_tiering(enabled)
             await run_pairs(sim, chunk, exact, batch)
     sim.set_tiering(True)
     status("")
     return on, off
+
+
+def found_distribution(report: LookupReport) -> str:
+    """Lookups by the round that first named the target: 0, 1, 2, 3, 4+ and never."""
+    counts = [0] * 5
+    for found in report.found_rounds:
+        counts[min(found, 4)] += 1
+    never = report.lookups - len(report.found_rounds)
+    total = max(1, report.lookups)
+    parts = [f"{label}: {100 * n / total:.0f}%" for label, n in zip("01234", counts, strict=True)]
+    parts[-1] = parts[-1].replace("4:", "4+:")
+    return ", ".join(parts) + (f", never: {100 * never / total:.0f}%" if never else "")
 
 
 def reference_for(count: int) -> Reference:
@@ -441,6 +457,7 @@ def print_main_table(batch: Batch, count: int, concurrency: int) -> None:
                 mean_max(report.found_rounds),
                 f"{ref.found_mean:.2f} / {ref.found_max}",
             ],
+            ["found round, share of lookups", found_distribution(report), "-"],
             [
                 "rounds (deepest asked), mean / max",
                 mean_max(report.rounds),
@@ -851,8 +868,9 @@ async def simulation(args: argparse.Namespace) -> None:
     exact_on, exact_off = await tiering_pair(sim, per, 3, exact=True, concurrency=concurrency)
     full_on, full_off = await tiering_pair(sim, per, 4, exact=False, concurrency=concurrency)
     print(
-        f"  Latency tiering on vs off: the same {per:,} (source, target) pairs per kind, on the "
-        "same network; virtual latency"
+        f"  Latency tiering on vs off: {per:,} lookups per setting and kind on the same network, "
+        "pairs drawn alternately from one random source (not the same pairs twice: a lookup "
+        "teaches its source the target); virtual latency"
     )
     table(
         ["lookups", "success", "rounds", "queries", "median", "p99", "mean", "real time"],
@@ -863,8 +881,8 @@ async def simulation(args: argparse.Namespace) -> None:
     )
     print(
         f"  on / off < 1: tiering makes lookups faster. Tiering (SimDht.set_tiering) only "
-        "reorders candidates of equal progress, lowest latency tier first. Each batch of "
-        f"{concurrency} pairs ran with tiering on and off back to back, alternating which "
+        "reorders candidates of equal progress, lowest latency tier first. Batches of "
+        f"{concurrency} lookups with tiering on and off ran back to back, alternating which "
         "went first"
     )
     print()

@@ -15,6 +15,7 @@ signature]``; see ``docs/protocol.md``.
 
 from __future__ import annotations
 
+import functools
 import struct
 import time
 from collections.abc import Iterable
@@ -67,8 +68,8 @@ class Contact(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_field
                 f"a contact holds at most {MAX_ADDRESSES} addresses, got {len(self.addresses)}"
             )
         for address in self.addresses:
-            try:
-                size = len(address.encode("utf-8"))
+            try:  # ASCII (the usual case) has as many bytes as characters: skip encoding
+                size = len(address) if address.isascii() else len(address.encode("utf-8"))
             except UnicodeEncodeError:
                 raise ContactStructureError("an address is not valid Unicode text") from None
             if not 1 <= size <= MAX_ADDRESS_BYTES:
@@ -192,8 +193,15 @@ def dec_hook(kind: type, obj: Any) -> Any:
     if kind is Identity:
         if not isinstance(obj, bytes):
             raise TypeError(f"expected 32 bytes, got {type(obj).__name__}")
-        return Identity(obj)  # InvalidIdentityError is a ValueError: a ValidationError here
+        return _wire_identity(obj)  # InvalidIdentityError is a ValueError: a ValidationError
     raise NotImplementedError(f"cannot decode {kind.__name__}")
+
+
+@functools.lru_cache(maxsize=16384)
+def _wire_identity(raw: bytes) -> Identity:
+    """Decoded identities are shared: the same peers appear in message after message, and an
+    Identity is immutable. Invalid keys raise every time (exceptions are not cached)."""
+    return Identity(raw)
 
 
 _encoder: Final = msgspec.msgpack.Encoder(enc_hook=enc_hook)

@@ -41,8 +41,9 @@ class Identity:
     identities compare and hash equal; ordering is bytewise.
     """
 
-    __slots__ = ("_key",)
+    __slots__ = ("_hash", "_key")
     _key: bytes
+    _hash: int
 
     def __init__(self, key: bytes) -> None:
         if isinstance(key, str):
@@ -50,6 +51,7 @@ class Identity:
         key = bytes(key)
         _validate_public_key(key)
         self._key = key
+        self._hash = hash(key)
 
     @classmethod
     def from_hex(cls, text: str) -> Identity:
@@ -70,6 +72,7 @@ class Identity:
         """Wrap a key known to be valid (our own keypair's) without re-checking it."""
         self = cls.__new__(cls)
         self._key = key
+        self._hash = hash(key)
         return self
 
     def __bytes__(self) -> bytes:
@@ -99,7 +102,7 @@ class Identity:
         return self._key < other._key
 
     def __hash__(self) -> int:
-        return hash(self._key)
+        return self._hash
 
     def distance(self, other: Identity | bytes) -> int:
         """Kademlia XOR distance to another identity or 32-byte key."""
