@@ -476,7 +476,9 @@ def print_main_table(batch: Batch, count: int, concurrency: int) -> None:
     )
     print(
         f"  found round: round whose answer first named the target (0 = in the source's table); "
-        f"{len(report.found_rounds)} of {report.lookups} lookups learnt it"
+        f"{len(report.found_rounds)} of {report.lookups} lookups learnt it. It counts the first "
+        "answer to arrive: over unequal links a 2-hop path through near peers can name the "
+        "target before a 1-hop answer from a far peer does, where lock-step rounds count 1"
     )
     print(
         f"  threshold (peers.md 6.4): found in <= {THRESHOLD_FOUND_ROUNDS} rounds, <= "

@@ -7,9 +7,12 @@ signals, measured over the last ``churn_window`` DHT requests this node made:
   lost). Contacts that stop answering are what churn looks like from one node.
 * **congestion** ``C``: queueing delay in the requests that *did* answer. A dead peer and a
   congested path both time out, but only congestion slows the answers that arrive, so the signal
-  is RTT inflation: ``Q = srtt / max(baseline, 20 ms)`` where ``srtt`` is an EWMA (weight 0.1)
-  of answered RTTs and ``baseline`` follows its lower envelope (drops at once, rises 1% of the
-  gap per sample, so a route change is learnt but a burst of queueing is not). The 20 ms floor
+  is RTT inflation ``Q``: an EWMA (weight 0.1) of ``rtt / max(path_floor, 20 ms)`` per answer,
+  where ``path_floor`` is the usual RTT of the peer's network prefix (the lower envelope that
+  latency tiering keeps: drops at once, rises 1% of the gap per sample, so a route change is
+  learnt but a burst of queueing is not). Comparing each answer with its own path matters: far
+  and near peers mixed together would otherwise read as congestion. For an answer whose path
+  has no history yet, ``srtt / max(baseline, 20 ms)`` over all answers stands in. The 20 ms floor
   keeps sub-millisecond jitter on a LAN or loopback from reading as congestion.
 
 Formulas (``ramp(x, a, b)`` is 0 below *a*, 1 above *b*, linear between; ``rnd`` rounds half up)::
@@ -71,12 +74,16 @@ class AdaptiveParams:
         self._outcomes: deque[bool] = deque(maxlen=config.churn_window)
         self._failures = 0
         self.srtt: float | None = None
+        self._path_q: float | None = None
         self.baseline: float | None = None
         self.k = config.k
         self.alpha = config.alpha
 
-    def record(self, outcome: Outcome, rtt: float | None = None) -> bool:
-        """Add one request outcome (*rtt* in seconds if answered); True if k changed."""
+    def record(
+        self, outcome: Outcome, rtt: float | None = None, path_floor: float | None = None
+    ) -> bool:
+        """Add one request outcome (*rtt* in seconds if answered, *path_floor* the usual RTT
+        of the peer's path if known); True if k changed."""
         failed = outcome is Outcome.NO_ANSWER
         if len(self._outcomes) == self._outcomes.maxlen and self._outcomes[0]:
             self._failures -= 1
@@ -84,6 +91,10 @@ class AdaptiveParams:
         self._failures += failed
         if not failed and rtt is not None and math.isfinite(rtt) and rtt >= 0:
             self._sample_rtt(rtt)
+            if path_floor is not None:
+                ratio = rtt / max(path_floor, RTT_FLOOR)
+                q = self._path_q
+                self._path_q = ratio if q is None else q + SRTT_WEIGHT * (ratio - q)
         old_k = self.k
         self._update()
         return self.k != old_k
@@ -103,6 +114,8 @@ class AdaptiveParams:
     @property
     def inflation(self) -> float:
         """Q: how much slower answers are than the baseline (1.0 = as usual)."""
+        if self._path_q is not None:
+            return self._path_q
         if self.srtt is None or self.baseline is None:
             return 1.0
         return self.srtt / max(self.baseline, RTT_FLOOR)

@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 MAX_BACKGROUND = 64
 """Background requests (liveness pings, replication) in flight at once; more are skipped."""
+REFRESH_SPREAD = 4
+"""Lookups per bucket when joining, each k/4 wide (see :meth:`DhtService.refresh`)."""
 TICK_S = 60.0
 """How often housekeeping runs: expiry, bucket refresh, republishing."""
 
@@ -219,8 +221,13 @@ class DhtService:
             indexes = empty[: self.config.join_refresh]
         else:
             indexes = self.table.stale_buckets(self._now())
-        targets = [random_id_in_bucket(bytes(self.identity), i, self._rng) for i in indexes]
-        await asyncio.gather(*(self.lookup(t) for t in targets))
+        # A bucket is filled by the peers that answer a lookup into its range. One lookup's
+        # answers crowd around its target; narrower lookups at several targets spread them
+        # over the range, and spread contacts are what makes each hop gain bits.
+        spread = REFRESH_SPREAD if only_empty else 1
+        width = max(1, self.table.k // spread)
+        targets = [random_id_in_bucket(local, i, self._rng) for i in indexes for _ in range(spread)]
+        await asyncio.gather(*(self.lookup(t, width=width) for t in targets))
         for index in indexes:
             self.table.mark_refreshed(index, self._now())
         return len(indexes)
@@ -246,11 +253,12 @@ class DhtService:
         *,
         find_value: bool = False,
         exact: bool = False,
-        seeds: Sequence[Contact] = (),
+        width: int | None = None,
     ) -> LookupResult:
         """One iterative lookup of *target* (FIND_NODE, or FIND_VALUE with *find_value*).
 
-        *exact*: stop once the peer whose identity is *target* answers.
+        *exact*: stop once the peer whose identity is *target* answers. *width*: how many
+        closest peers must answer (default: the current k).
         """
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -258,13 +266,12 @@ class DhtService:
         lookup = Lookup(
             target,
             self.identity,
-            self.adaptive.k,
+            width or self.adaptive.k,
             self.adaptive.alpha,
             tier_of=self._tier_of if self.config.tiering else None,
             exact=exact,
         )
         lookup.add(self.table.closest(target, lookup.k), depth=1)
-        lookup.add(seeds, depth=1)
         if find_value:
             message: messages.Request = messages.FindValue(self._sender(), target)
         else:
@@ -381,8 +388,10 @@ class DhtService:
             return None
         now = loop.time()
         rtt = now - started
-        self.tiers.record_rtt(primary_ip(contact), rtt, now)
-        if self.adaptive.record(Outcome.ANSWERED, rtt):
+        ip = primary_ip(contact)
+        path_floor = self.tiers.floor_rtt(ip)  # read before this sample joins it
+        self.tiers.record_rtt(ip, rtt, now)
+        if self.adaptive.record(Outcome.ANSWERED, rtt, path_floor):
             self.table.set_k(self.adaptive.k)
         self.table.record_success(contact.identity, now)
         return response

@@ -297,10 +297,11 @@ def choose_tier_count(values: Sequence[float], max_tiers: int) -> int:
 class _Prefix:
     """RTT statistics of one network prefix."""
 
-    __slots__ = ("ema", "samples", "tier")
+    __slots__ = ("ema", "floor", "samples", "tier")
 
     def __init__(self, rtt: float) -> None:
         self.ema = rtt
+        self.floor = rtt
         self.samples = 1
         self.tier = -1  # not classified yet
 
@@ -343,6 +344,8 @@ class LatencyTiers:
                     self._counts[dropped.tier] -= 1
         else:
             entry.ema += EMA_ALPHA * (rtt - entry.ema)
+            # lower envelope: drops at once, rises 1% of the gap per sample
+            entry.floor = rtt if rtt < entry.floor else entry.floor + 0.01 * (rtt - entry.floor)
             entry.samples += 1
             prefixes.move_to_end(key)
         last = self._last_recompute
@@ -396,6 +399,12 @@ class LatencyTiers:
         """The smoothed RTT (seconds) of *ip*'s prefix, or None if it is not tracked."""
         entry = None if ip is None else self._prefixes.get(_prefix_of(ip))
         return None if entry is None else entry.ema
+
+    def floor_rtt(self, ip: IpAddress | None) -> float | None:
+        """The usual RTT (seconds) of *ip*'s prefix without queueing: the lower envelope of
+        its samples (adaptive alpha measures congestion against it), or None if untracked."""
+        entry = None if ip is None else self._prefixes.get(_prefix_of(ip))
+        return None if entry is None else entry.floor
 
     def samples(self, ip: IpAddress | None) -> int:
         """How many RTT samples *ip*'s prefix has had while tracked (0 if not tracked)."""

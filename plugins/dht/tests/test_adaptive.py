@@ -302,3 +302,26 @@ def test_custom_bounds_clamp() -> None:
     feed(p, [OK] * 100, rtt=0.05)
     feed(p, [OK] * 40, rtt=1.0)
     assert (p.k, p.alpha) == (12, 1)
+
+
+def test_near_and_far_peers_mixed_are_not_congestion() -> None:
+    # Three regions answering at their usual RTTs, interleaved: the global srtt swings, but
+    # each answer is compared with its own path, so alpha stays at its default.
+    p = params()
+    paths = (0.010, 0.080, 0.160)
+    rng = random.Random(3)
+    for _ in range(1000):
+        floor = rng.choice(paths)
+        p.record(Outcome.ANSWERED, floor * rng.uniform(1.0, 1.2), floor)
+    assert p.inflation < 1.3
+    assert (p.k, p.alpha) == (20, 3)
+
+
+def test_queueing_on_each_path_shrinks_alpha() -> None:
+    p = params()
+    paths = (0.010, 0.080, 0.160)
+    for i in range(300):
+        floor = paths[i % 3]
+        p.record(Outcome.ANSWERED, floor * 5, floor)  # every answer 5x slower than its path
+    assert p.inflation > 4.0
+    assert (p.k, p.alpha) == (20, 2)

@@ -396,3 +396,16 @@ def test_max_tiers_caps_the_tiers() -> None:
     assert tiers.tiers == 2
     assert tiers.tier_of(v4(0)) == 0
     assert tiers.tier_of(v4(29)) == 1
+
+
+def test_floor_rtt_is_the_lower_envelope_of_a_prefix() -> None:
+    tiers = LatencyTiers(DhtConfig())
+    ip = ip_address("10.1.2.3")
+    assert tiers.floor_rtt(ip) is None
+    tiers.record_rtt(ip, 0.050, 0.0)
+    tiers.record_rtt(ip, 0.020, 1.0)  # drops at once
+    assert tiers.floor_rtt(ip) == pytest.approx(0.020)
+    tiers.record_rtt(ip, 0.220, 2.0)  # a queueing spike lifts it by 1% of the gap only
+    assert tiers.floor_rtt(ip) == pytest.approx(0.022)
+    assert tiers.floor_rtt(ip_address("10.2.0.1")) is None
+    assert tiers.floor_rtt(None) is None
