@@ -28,7 +28,7 @@ from korium.identity.pow import check_difficulty, solve_pow_async
 from korium.plugins import PluginHost, Profile, ServiceRegistry, await_results, resolve_maybe
 from korium.rpc import Rpc
 from korium.rpc.endpoint import CLOSE_SHUTDOWN, RpcEndpoint
-from korium.transport.addresses import Address, format_address, parse_address
+from korium.transport.addresses import Address, format_address, parse_address, parse_addresses
 from korium.transport.connection import PeerConnection
 from korium.transport.smartsock import SmartSock
 from korium.transport.tls import certificate_proof
@@ -501,13 +501,7 @@ class Node:
         contact = await resolve_maybe(result)
         if contact is None or contact.identity != peer:
             return []
-        addresses = []
-        for text in contact.addresses:
-            try:
-                addresses.append(parse_address(text))
-            except ValueError:
-                continue
-        return addresses
+        return parse_addresses(contact.addresses)
 
     def _peer_connected(self, peer: Identity) -> None:
         log.info("peer connected: %s", peer)

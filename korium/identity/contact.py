@@ -125,6 +125,32 @@ class Contact(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_field
             ContactProofError:
         """
         check_difficulty(difficulty)
+        self.check_fresh(
+            now_ms=now_ms, max_age_s=max_age_s, future_tolerance_ms=future_tolerance_ms
+        )
+        try:
+            self.identity.verify(CONTACT_DOMAIN, self.signed_bytes(), self.signature)
+        except SignatureError as exc:
+            raise ContactSignatureError(
+                f"contact for {self.identity.short}... has a bad signature: "
+                "it was forged or altered in transit"
+            ) from exc
+        try:
+            self.proof.verify(self.identity, difficulty)
+        except InsufficientProofOfWorkError as exc:
+            raise ContactProofError(f"contact refused: {exc}") from exc
+
+    def check_fresh(
+        self,
+        *,
+        now_ms: int | None = None,
+        max_age_s: float = DEFAULT_MAX_AGE_S,
+        future_tolerance_ms: int = FUTURE_TOLERANCE_MS,
+    ) -> None:
+        """The freshness part of :meth:`validate` alone (no signature, no proof of work).
+
+        :raises ContactFromFutureError, ContactStaleError:
+        """
         now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
         drift = self.timestamp_ms - now
         if drift > future_tolerance_ms:
@@ -140,17 +166,6 @@ class Contact(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_field
                 f"(maximum {max_age_s:.0f} s): ask the peer to publish a fresh one",
                 age_ms=age,
             )
-        try:
-            self.identity.verify(CONTACT_DOMAIN, self.signed_bytes(), self.signature)
-        except SignatureError as exc:
-            raise ContactSignatureError(
-                f"contact for {self.identity.short}... has a bad signature: "
-                "it was forged or altered in transit"
-            ) from exc
-        try:
-            self.proof.verify(self.identity, difficulty)
-        except InsufficientProofOfWorkError as exc:
-            raise ContactProofError(f"contact refused: {exc}") from exc
 
     def encode(self) -> bytes:
         """The MessagePack wire form."""

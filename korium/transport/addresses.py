@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Iterable
 from typing import Final
 
 import blake3
@@ -49,6 +50,17 @@ def parse_address(text: str) -> Address:
     if not 0 <= port <= 65535:
         raise ValueError(f"port {port} out of range in {text!r}")
     return (str(ip), port)
+
+
+def parse_addresses(texts: Iterable[str]) -> list[Address]:
+    """The parseable ``HOST:PORT`` entries of *texts* (names and malformed ones are skipped)."""
+    found = []
+    for text in texts:
+        try:
+            found.append(parse_address(text))
+        except ValueError:
+            continue
+    return found
 
 
 def format_address(address: Address) -> str:

@@ -61,6 +61,12 @@ def ramp(x: float, low: float, high: float) -> float:
     return (x - low) / (high - low)
 
 
+def lower_envelope(floor: float, sample: float) -> float:
+    """Follow the lowest values: drop to a lower *sample* at once, rise 1% of the gap for a
+    higher one, so a lasting change is learnt but a burst of queueing is not."""
+    return sample if sample < floor else floor + BASELINE_RISE * (sample - floor)
+
+
 def round_half_up(x: float) -> int:
     """Round to the nearest integer, halves up (Python's round() goes to even)."""
     return math.floor(x + 0.5)
@@ -101,10 +107,9 @@ class AdaptiveParams:
 
     def _sample_rtt(self, rtt: float) -> None:
         self.srtt = rtt if self.srtt is None else self.srtt + SRTT_WEIGHT * (rtt - self.srtt)
-        if self.baseline is None or self.srtt < self.baseline:
-            self.baseline = self.srtt
-        else:
-            self.baseline += BASELINE_RISE * (self.srtt - self.baseline)
+        self.baseline = (
+            self.srtt if self.baseline is None else lower_envelope(self.baseline, self.srtt)
+        )
 
     @property
     def churn(self) -> float:

@@ -26,9 +26,8 @@ from typing import Any
 from korium.clock import wall_time_ms
 from korium.errors import ContactError, RemoteError, RpcError
 from korium.identity import Contact, Identity, NodeIdentity
-from korium.identity.contact import FUTURE_TOLERANCE_MS
 from korium.rpc import Rpc
-from korium.transport.addresses import Address, parse_address
+from korium.transport.addresses import parse_addresses
 from korium_dht import messages
 from korium_dht.adaptive import AdaptiveParams, Outcome
 from korium_dht.config import DhtConfig
@@ -371,7 +370,7 @@ class DhtService:
                 contact.identity,
                 messages.PROTOCOL,
                 messages.encode(message),
-                addresses=_addresses(contact),
+                addresses=parse_addresses(contact.addresses),
                 timeout=self.config.query_timeout_s,
             )
             response = messages.decode_response(body)
@@ -412,7 +411,7 @@ class DhtService:
             raise LookupFailedError(
                 f"bootstrap peer {peer.short}... did not answer: {exc}"
             ) from exc
-        contact = response_contact(response)
+        contact = response.contact if isinstance(response, messages.Pong) else None
         if contact is not None and contact.identity == peer:
             self._learn_checked(contact)
         return response
@@ -448,13 +447,12 @@ class DhtService:
         are the peer's own, made over an authenticated connection, and whoever receives it
         from us checks the signature before relying on it (see :meth:`_checked`).
         """
-        now_ms = wall_time_ms()
-        age_ms = now_ms - contact.timestamp_ms
-        if (
-            contact.proof.strength(contact.identity) < self.difficulty
-            or age_ms > self.max_record_age_s * 1000
-            or -age_ms > FUTURE_TOLERANCE_MS
-        ):
+        try:
+            contact.check_fresh(now_ms=wall_time_ms(), max_age_s=self.max_record_age_s)
+        except ContactError:
+            self.counters["invalid_records"] += 1
+            return
+        if contact.proof.strength(contact.identity) < self.difficulty:
             self.counters["invalid_records"] += 1
             return
         self._learn(contact)
@@ -605,21 +603,6 @@ class DhtService:
             for name, value in part.items():
                 merged[f"dht.{prefix}.{name}" if prefix else f"dht.{name}"] = value
         return merged
-
-
-def response_contact(response: messages.Response) -> Contact | None:
-    """The responder's own record, where the response carries one."""
-    return response.contact if isinstance(response, messages.Pong) else None
-
-
-def _addresses(contact: Contact) -> list[Address]:
-    found = []
-    for text in contact.addresses:
-        try:
-            found.append(parse_address(text))
-        except ValueError:
-            continue
-    return found
 
 
 __all__ = ["DhtService", "Kind", "LookupResult"]

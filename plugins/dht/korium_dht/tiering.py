@@ -53,6 +53,7 @@ from functools import lru_cache
 from itertools import accumulate, pairwise
 from typing import Final
 
+from korium_dht.adaptive import lower_envelope
 from korium_dht.config import DhtConfig
 from korium_dht.netaddr import IpAddress, tiering_prefix
 
@@ -344,8 +345,7 @@ class LatencyTiers:
                     self._counts[dropped.tier] -= 1
         else:
             entry.ema += EMA_ALPHA * (rtt - entry.ema)
-            # lower envelope: drops at once, rises 1% of the gap per sample
-            entry.floor = rtt if rtt < entry.floor else entry.floor + 0.01 * (rtt - entry.floor)
+            entry.floor = lower_envelope(entry.floor, rtt)
             entry.samples += 1
             prefixes.move_to_end(key)
         last = self._last_recompute
