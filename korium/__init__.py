@@ -13,6 +13,8 @@ from korium.capabilities import (
     PUBSUB,
     WORKLOAD_IDENTITY,
     Capability,
+    PubSubMessage,
+    Validation,
 )
 from korium.config import NodeConfig
 from korium.errors import CapabilityMissing, KoriumError
@@ -45,6 +47,8 @@ __all__ = [
     "PluginInfo",
     "Profile",
     "ProofOfWork",
+    "PubSubMessage",
+    "Validation",
     "__version__",
     "hookimpl",
 ]

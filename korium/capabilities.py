@@ -13,7 +13,7 @@ methods as the plugins land; a method is never renamed or removed in place.
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
@@ -51,6 +51,23 @@ class PubSubMessage:
     topic: str
     source: Identity
     data: bytes
+
+
+class Validation(enum.Enum):
+    """A pubsub validator's verdict on a message."""
+
+    ACCEPT = "accept"
+    """Deliver and forward it."""
+    REJECT = "reject"
+    """Invalid: drop it and penalise the peer that sent it."""
+    IGNORE = "ignore"
+    """Drop it without penalty (not for us, no longer relevant)."""
+
+
+ValidatorResult = Validation | bool | None
+PubSubValidator = Callable[[PubSubMessage], "ValidatorResult | Awaitable[ValidatorResult]"]
+"""``validator(message)`` before a new message is delivered or forwarded: a
+:class:`Validation` (``True``/``False``/``None`` mean accept/reject/ignore); plain or async."""
 
 
 class NatStatus(enum.Enum):
@@ -98,12 +115,27 @@ class PubSub(Protocol):
         """Leave *topic*."""
         ...
 
-    async def publish(self, topic: str, data: bytes) -> None:
-        """Sign and publish *data*; waits (backpressure) rather than dropping."""
+    async def publish(self, topic: str, data: bytes) -> int:
+        """Sign and publish *data*; waits (backpressure) rather than dropping.
+
+        Returns how many peers the message was sent to (0: no known subscriber got it).
+        """
         ...
 
-    def messages(self) -> AsyncIterator[PubSubMessage]:
-        """Messages of every subscribed topic, in arrival order."""
+    def messages(self, topic: str | None = None) -> AsyncIterator[PubSubMessage]:
+        """Messages of every subscribed topic (or only *topic*), in arrival order."""
+        ...
+
+    def add_validator(self, topic: str, validator: PubSubValidator) -> None:
+        """Check every new message of *topic* with *validator* before it goes anywhere."""
+        ...
+
+    def mesh_peers(self, topic: str) -> list[Identity]:
+        """The peers this node exchanges *topic*'s messages with eagerly."""
+        ...
+
+    def peer_score(self, peer: Identity) -> float:
+        """This node's current score of *peer* (negative: misbehaving)."""
         ...
 
 

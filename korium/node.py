@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from cryptography import x509
 
-from korium.capabilities import DISCOVERY, PUBSUB
+from korium.capabilities import DISCOVERY, PUBSUB, PubSubMessage, PubSubValidator
 from korium.config import NodeConfig
 from korium.errors import ConfigError, KoriumError, PeerUnreachableError
 from korium.identity import Contact, Identity, Keypair, NodeIdentity
@@ -76,7 +76,8 @@ class NodeBuilder:
 
         The node's ``rpc`` then talks through the simulated network (on virtual time, with
         latency, loss and partitions) and plugins run unchanged; there is no socket, so
-        ``local_addr`` and ``connect`` are unavailable.
+        ``local_addr`` and ``connect`` are unavailable. A specific address given to the builder
+        (not a wildcard host or port 0) is what peers see from ``rpc.peer_address``.
         """
         self._network = network
         return self
@@ -176,7 +177,14 @@ class Node:
         self.rpc: Rpc
         """Request/response and one-way messages for plugins (``node.rpc.register(...)``)."""
         if network is not None:
-            self.rpc = network.add_node(node_identity.identity, config=config.rpc)
+            specific = address[1] != 0 and address[0] not in ("0.0.0.0", "::")
+            self.rpc = network.add_node(
+                node_identity.identity,
+                config=config.rpc,
+                address=address if specific else None,
+                on_peer_connected=self._peer_connected,
+                on_peer_disconnected=self._peer_disconnected,
+            )
         else:
             self._endpoint = RpcEndpoint(
                 node_identity.identity,
@@ -476,9 +484,35 @@ class Node:
         """Subscribe to *topic* (needs PubSub: korium[gossipsub])."""
         await self.services.require(PUBSUB, needed_by="subscribe").subscribe(topic)
 
-    async def publish(self, topic: str, data: bytes) -> None:
-        """Publish *data* on *topic* (needs PubSub: korium[gossipsub])."""
-        await self.services.require(PUBSUB, needed_by="publish").publish(topic, data)
+    async def unsubscribe(self, topic: str) -> None:
+        """Leave *topic* (needs PubSub: korium[gossipsub])."""
+        await self.services.require(PUBSUB, needed_by="unsubscribe").unsubscribe(topic)
+
+    async def publish(self, topic: str, data: bytes) -> int:
+        """Sign and publish *data* on *topic*; returns how many peers it was sent to.
+
+        Waits rather than dropping when the publish rate or a peer's queue is spent (needs
+        PubSub: korium[gossipsub]).
+        """
+        return await self.services.require(PUBSUB, needed_by="publish").publish(topic, data)
+
+    def messages(self, topic: str | None = None) -> AsyncIterator[PubSubMessage]:
+        """Messages of every subscribed topic, or only *topic*, as they arrive (needs PubSub:
+        korium[gossipsub])."""
+        return self.services.require(PUBSUB, needed_by="messages").messages(topic)
+
+    def add_validator(self, topic: str, validator: PubSubValidator) -> None:
+        """Run *validator* on every new message of *topic* before it is delivered or
+        forwarded; rejected messages penalise their sender (needs korium[gossipsub])."""
+        self.services.require(PUBSUB, needed_by="add_validator").add_validator(topic, validator)
+
+    def mesh_peers(self, topic: str) -> list[Identity]:
+        """The peers *topic*'s messages are eagerly exchanged with (needs korium[gossipsub])."""
+        return self.services.require(PUBSUB, needed_by="mesh_peers").mesh_peers(topic)
+
+    def peer_score(self, peer: Identity) -> float:
+        """This node's pubsub score of *peer* (needs korium[gossipsub])."""
+        return self.services.require(PUBSUB, needed_by="peer_score").peer_score(peer)
 
     # -- kernel internals -----------------------------------------------------------------------
 

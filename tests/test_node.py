@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from korium import (
     DISCOVERY,
+    PUBSUB,
+    Identity,
     Keypair,
     Node,
     NodeConfig,
@@ -17,6 +20,7 @@ from korium import (
     ProofOfWork,
     hookimpl,
 )
+from korium.capabilities import PubSub, PubSubMessage, PubSubValidator, Validation
 from korium.errors import (
     CapabilityMissing,
     ConfigError,
@@ -139,7 +143,94 @@ async def test_capability_facade_names_the_extra() -> None:
         await node.publish("t", b"x")
     with pytest.raises(CapabilityMissing, match=r"korium\[gossipsub\]"):
         await node.subscribe("t")
+    with pytest.raises(
+        CapabilityMissing, match=r"unsubscribe needs a pubsub .*korium\[gossipsub\]"
+    ):
+        await node.unsubscribe("t")
+    with pytest.raises(CapabilityMissing, match=r"messages needs a pubsub .*korium\[gossipsub\]"):
+        node.messages()
     await node.close()
+
+
+class FakePubSub:
+    """A PubSub service that loops published messages back to its own subscriptions."""
+
+    def __init__(self, source: Identity) -> None:
+        self.source = source
+        self.topics: set[str] = set()
+        self.queue: asyncio.Queue[PubSubMessage] = asyncio.Queue()
+        self.validators: list[tuple[str, PubSubValidator]] = []
+
+    async def subscribe(self, topic: str) -> None:
+        self.topics.add(topic)
+
+    async def unsubscribe(self, topic: str) -> None:
+        self.topics.discard(topic)
+
+    async def publish(self, topic: str, data: bytes) -> int:
+        if topic not in self.topics:
+            return 0
+        self.queue.put_nowait(PubSubMessage(topic, self.source, data))
+        return 1
+
+    async def messages(self, topic: str | None = None) -> AsyncIterator[PubSubMessage]:
+        while True:
+            message = await self.queue.get()
+            if topic is None or message.topic == topic:
+                yield message
+
+    def add_validator(self, topic: str, validator: PubSubValidator) -> None:
+        self.validators.append((topic, validator))
+
+    def mesh_peers(self, topic: str) -> list[Identity]:
+        return []
+
+    def peer_score(self, peer: Identity) -> float:
+        return 1.5
+
+
+async def test_pubsub_facade_reaches_the_service() -> None:
+    class Provider:
+        korium_plugin = PluginInfo(name="fake-pubsub", provides=(PUBSUB,))
+
+        service: FakePubSub
+
+        @hookimpl
+        def korium_node_setup(self, node: Node) -> None:
+            self.service = FakePubSub(node.identity)
+            provided: PubSub = self.service
+            node.services.provide(PUBSUB, provided, provider="fake-pubsub")
+
+    provider = Provider()
+    node = await Node.builder("127.0.0.1:0").difficulty(DIFFICULTY).plugins([provider]).build()
+    service = provider.service
+    try:
+        await node.subscribe("t")
+        await node.subscribe("u")
+        await node.publish("t", b"1")
+        await node.unsubscribe("t")
+        await node.publish("t", b"2")  # not subscribed any more: not delivered
+        await node.publish("u", b"3")
+        await node.subscribe("t")
+        await node.publish("t", b"4")
+        everything = node.messages()
+        assert [await anext(everything) for _ in range(2)] == [
+            PubSubMessage("t", node.identity, b"1"),
+            PubSubMessage("u", node.identity, b"3"),
+        ]
+        assert await anext(node.messages("t")) == PubSubMessage("t", node.identity, b"4")
+        assert await node.publish("nobody", b"5") == 0
+        assert await node.publish("t", b"6") == 1
+
+        def accept(message: PubSubMessage) -> Validation:
+            return Validation.ACCEPT
+
+        node.add_validator("t", accept)
+        assert service.validators == [("t", accept)]
+        assert node.mesh_peers("t") == []
+        assert node.peer_score(node.identity) == 1.5
+    finally:
+        await node.close()
 
 
 async def test_given_identity_must_meet_difficulty() -> None:

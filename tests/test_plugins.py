@@ -80,8 +80,8 @@ def test_explicit_empty_profile_loads_nothing_but_objects() -> None:
 
 
 def test_unknown_builtin_plugin_names_its_extra() -> None:
-    with pytest.raises(PluginLoadError, match=r"install korium\[gossipsub\]"):
-        PluginHost(Profile(names=("gossipsub",)))
+    with pytest.raises(PluginLoadError, match=r"install korium\[spiffe\]"):
+        PluginHost(Profile(names=("spiffe",)))
 
 
 def test_unknown_plugin_lists_installed_ones() -> None:

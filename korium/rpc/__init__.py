@@ -57,11 +57,31 @@ class Rpc(Protocol):
     async def send_message(
         self, peer: Identity, protocol: str, body: bytes, *, addresses: list[Address] | None = None
     ) -> None:
-        """Send a one-way message (delivery is not confirmed)."""
+        """Send a one-way message (delivery is not confirmed).
+
+        Returns once the message is handed to the connection; when the peer falls behind by
+        more than ``RpcConfig.message_buffer`` unacknowledged bytes, it waits until the peer
+        catches up (backpressure), or raises ``RpcTimeoutError``.
+
+        Messages to one peer over one connection arrive in the order they were sent (the real
+        endpoint writes them to one stream); across a reconnection they may not, and the
+        simulated network (:mod:`korium.testing`) may deliver messages sent at the same moment
+        in either order.
+        """
         ...
 
     def connected_peers(self) -> list[Identity]:
         """Peers this node currently holds a connection to."""
+        ...
+
+    def peer_address(self, peer: Identity) -> Address | None:
+        """The real address *peer* is reached at now, or None (unknown, not connected, or
+        only through a relay)."""
+        ...
+
+    def is_outbound(self, peer: Identity) -> bool:
+        """Whether this node dialled its connection to *peer* (False: the peer dialled in, or
+        there is no connection). Anti-eclipse rules prefer peers we chose to dial."""
         ...
 
 

@@ -50,6 +50,9 @@ class RpcConfig:
     """Pooled connections quieter than this get a PING (well inside the QUIC idle timeout)."""
     max_request_size: int = frames.MAX_REQUEST_SIZE
     max_response_size: int = frames.MAX_RESPONSE_SIZE
+    message_buffer: int = 1024 * 1024
+    """Unacknowledged one-way message bytes per connection beyond which ``send_message``
+    waits for the peer to catch up (backpressure instead of an unbounded send buffer)."""
 
 
 def error_frame(code: ErrorCode, message: str) -> frames.Error:

@@ -1,9 +1,17 @@
 """Request/response and one-way messages over pooled QUIC connections.
 
-One bidirectional stream per request (a unidirectional one per one-way message), carrying one
-frame each way (:mod:`korium.rpc.frames`). Connections are pooled per peer identity (LRU,
-bounded), dialled concurrently (one slow or dead peer never holds up requests to others), kept
-alive with PINGs while pooled and closed after a period without requests.
+Each request has its own bidirectional stream, carrying one frame each way
+(:mod:`korium.rpc.frames`). One-way messages share one unidirectional stream per connection and
+direction, opened by the first message and kept for the connection's life, one frame per
+message: a stream per message stalls bursts on the peer's stream credit (benchmarks/messages.py
+measures both), and on one stream messages to a peer arrive in the order they were sent. A
+receiver takes any number of frames from each unidirectional stream its peer opens and hands
+each to its handler as soon as it is whole; a sender whose stream the peer stopped opens a new
+one.
+
+Connections are pooled per peer identity (LRU, bounded), dialled concurrently (one slow or dead
+peer never holds up requests to others), kept alive with PINGs while pooled and closed after a
+period without requests.
 
 When two nodes dial each other at the same moment both connections complete; the one dialled
 by the smaller identity is kept and the other is *retired*: its dialer closes it once no request
@@ -41,8 +49,8 @@ from korium.rpc.dispatch import (
     request_outcome,
     response_body,
 )
-from korium.rpc.frames import ErrorCode, FrameBuffer, FrameError
-from korium.transport.addresses import Address
+from korium.rpc.frames import LENGTH, ErrorCode, FrameBuffer, FrameError, FrameSplitter
+from korium.transport.addresses import Address, is_smart_addr
 from korium.transport.connection import PeerConnection
 from korium.transport.smartsock import SmartSock
 
@@ -59,6 +67,8 @@ GRACEFUL_CLOSES: Final = frozenset({CLOSE_IDLE, CLOSE_DUPLICATE})
 """Close codes sent only by a side with no stream open: a request that met one never ran."""
 STREAM_CANCELLED: Final = 0x1
 ADDRESS_BOOK_SIZE: Final = 10_000
+DRAIN_POLL_S: Final = 0.002
+"""How often a backpressured ``send_message`` looks whether the peer caught up."""
 
 
 class _Retry(Exception):
@@ -76,7 +86,6 @@ class _Call:
 @dataclass(slots=True)
 class _Incoming:
     buffer: FrameBuffer
-    one_way: bool
     refused: bool = False
 
 
@@ -104,6 +113,10 @@ class RpcEndpoint(ServesProtocols):
         self._dialing: dict[Identity, tuple[asyncio.Future[PeerConnection], list[Address]]] = {}
         self._calls: dict[PeerConnection, dict[int, _Call]] = {}
         self._incoming: dict[PeerConnection, dict[int, _Incoming]] = {}
+        self._message_streams: dict[PeerConnection, int] = {}
+        """The stream each connection's outbound one-way messages go on."""
+        self._messages_in: dict[PeerConnection, dict[int, FrameSplitter | None]] = {}
+        """Peers' open message streams; None: refused, the rest of it is ignored."""
         self._last_used: dict[PeerConnection, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._sweeper: asyncio.Task[None] | None = None
@@ -168,6 +181,8 @@ class RpcEndpoint(ServesProtocols):
                 if conn is None or conn.closed or conn.retiring:
                     async with asyncio.timeout_at(deadline):
                         conn = await self.connect(peer, addresses)
+                else:
+                    self._pool.move_to_end(peer)  # recently used: evicted last
                 try:
                     return await self._call(conn, frame, deadline)
                 except _Retry:
@@ -229,20 +244,67 @@ class RpcEndpoint(ServesProtocols):
     async def send_message(
         self, peer: Identity, protocol: str, body: bytes, *, addresses: list[Address] | None = None
     ) -> None:
-        """Send a one-way message (no response; delivery is not confirmed)."""
+        """Send a one-way message (no response; delivery is not confirmed).
+
+        Messages to *peer* over one connection arrive in the order they were sent.
+        """
         frame = encode_request(protocol, body, self.config, "message")
-        try:
-            async with asyncio.timeout(self.config.request_timeout):
-                conn = await self.connect(peer, addresses)
-        except TimeoutError:
-            raise RpcTimeoutError(
-                f"no connection to {peer.short}... within {self.config.request_timeout} s"
-            ) from None
-        stream_id = conn.quic.get_next_available_stream_id(is_unidirectional=True)
-        conn.quic.send_stream_data(stream_id, frame, end_stream=True)
+        conn = self._pool.get(peer)  # the hot path: a live pooled connection
+        if conn is None or conn.closed or conn.retiring:
+            try:
+                async with asyncio.timeout(self.config.request_timeout):
+                    conn = await self.connect(peer, addresses)
+            except TimeoutError:
+                raise RpcTimeoutError(
+                    f"no connection to {peer.short}... within {self.config.request_timeout} s"
+                ) from None
+        else:
+            self._pool.move_to_end(peer)
+        self._write_message(conn, frame)
         conn.transmit_soon()
         self._last_used[conn] = asyncio.get_running_loop().time()
         self.stats["messages_sent"] += 1
+        if self._unacked(conn) > self.config.message_buffer:
+            await self._drain(conn, peer)
+
+    def _unacked(self, conn: PeerConnection) -> int:
+        """Bytes written to the connection's message stream and not yet acknowledged."""
+        stream_id = self._message_streams.get(conn)
+        stream = None if stream_id is None else conn.quic._streams.get(stream_id)
+        if stream is None:
+            return 0
+        return stream.sender._buffer_stop - stream.sender._buffer_start
+
+    async def _drain(self, conn: PeerConnection, peer: Identity) -> None:
+        """Wait until the peer has acknowledged half the message buffer (it reads too slowly,
+        or the path is congested); RpcTimeoutError if that takes ``request_timeout``."""
+        self.stats["messages_backpressured"] += 1
+        low = self.config.message_buffer // 2
+        try:
+            async with asyncio.timeout(self.config.request_timeout):
+                # aioquic reports no "acknowledged" event to wait on: poll, only when blocked
+                while not conn.closed and self._unacked(conn) > low:  # noqa: ASYNC110
+                    await asyncio.sleep(DRAIN_POLL_S)
+        except TimeoutError:
+            raise RpcTimeoutError(
+                f"{peer.short}... has not acknowledged {self._unacked(conn)} bytes of messages "
+                f"within {self.config.request_timeout} s"
+            ) from None
+
+    def _write_message(self, conn: PeerConnection, frame: bytes) -> None:
+        """Append *frame* to the connection's message stream, opening one if needed."""
+        quic = conn.quic
+        stream_id = self._message_streams.get(conn)
+        if stream_id is not None:
+            try:
+                quic.send_stream_data(stream_id, frame, end_stream=False)
+                return
+            except (RuntimeError, ValueError):  # the peer stopped the stream: use a new one
+                log.debug("peer %s stopped message stream %d", conn.peer, stream_id)
+        stream_id = quic.get_next_available_stream_id(is_unidirectional=True)
+        quic.send_stream_data(stream_id, frame, end_stream=False)
+        self._message_streams[conn] = stream_id
+        self.stats["message_streams_opened"] += 1
 
     async def connect(
         self, peer: Identity, addresses: list[Address] | None = None
@@ -321,23 +383,20 @@ class RpcEndpoint(ServesProtocols):
             if call is not None and not call.answered:
                 self._response_data(conn, stream_id, call, data, end)
             return
+        if stream_id & 2:
+            self._message_data(conn, stream_id, data, end)
+            return
         incoming = self._incoming.setdefault(conn, {})
         state = incoming.get(stream_id)
         if state is None and end and conn.peer is not None:
             # the whole request in one piece (the common case): no buffering
             self._last_used[conn] = asyncio.get_running_loop().time()
-            if stream_id & 2:
-                self.dispatcher.deliver(conn.peer, data)
-            else:
-                conn.open_streams.add(stream_id)
-                reply = functools.partial(self._respond, conn, stream_id)
-                self.dispatcher.serve(conn.peer, data, reply)
+            conn.open_streams.add(stream_id)
+            reply = functools.partial(self._respond, conn, stream_id)
+            self.dispatcher.serve(conn.peer, data, reply)
             return
         if state is None:
-            one_way = bool(stream_id & 2)
-            state = incoming[stream_id] = _Incoming(
-                FrameBuffer(self.config.max_request_size), one_way
-            )
+            state = incoming[stream_id] = _Incoming(FrameBuffer(self.config.max_request_size))
             conn.open_streams.add(stream_id)
         if not state.refused:
             try:
@@ -347,19 +406,82 @@ class RpcEndpoint(ServesProtocols):
                 too_large = "exceeds" in str(exc)
                 self.stats["requests_too_large" if too_large else "requests_malformed"] += 1
                 code = ErrorCode.REQUEST_TOO_LARGE if too_large else ErrorCode.MALFORMED
-                self._refuse(conn, stream_id, state, code, str(exc))
+                self._respond(conn, stream_id, error_frame(code, str(exc)))
+                conn.quic.stop_stream(stream_id, STREAM_CANCELLED)  # tell the sender to stop
+                conn.transmit_soon()
         if end:
             del incoming[stream_id]
             if not state.refused:
                 self._dispatch(conn, stream_id, state)
-            elif state.one_way:
-                conn.open_streams.discard(stream_id)
 
-    def _refuse(
-        self, conn: PeerConnection, stream_id: int, state: _Incoming, code: ErrorCode, message: str
+    def _message_data(self, conn: PeerConnection, stream_id: int, data: bytes, end: bool) -> None:
+        """Data on a peer's unidirectional stream: deliver each message as soon as it is whole.
+
+        The stream counts as open (holding off idle and duplicate closes) only while a
+        message on it is incomplete.
+        """
+        peer = conn.peer
+        if peer is None:  # cannot happen: streams open only after the handshake
+            return
+        streams = self._messages_in.get(conn)
+        if streams is None:
+            streams = self._messages_in[conn] = {}
+        if stream_id in streams:
+            splitter = streams[stream_id]
+            if splitter is None:  # refused: ignore the rest
+                if end:
+                    del streams[stream_id]
+                return
+        elif (
+            end
+            and len(data) >= LENGTH.size
+            and LENGTH.unpack_from(data)[0] == len(data) - LENGTH.size
+        ):
+            # a stream of exactly one message, then FIN: no buffering, no copy
+            self._last_used[conn] = asyncio.get_running_loop().time()
+            self.dispatcher.deliver(peer, data)
+            return
+        else:
+            splitter = streams[stream_id] = FrameSplitter(self.config.max_request_size)
+        try:
+            complete = splitter.feed(data)
+        except FrameError as exc:
+            self._refuse_messages(conn, stream_id, streams, exc, end)
+            return
+        if complete:
+            self._last_used[conn] = asyncio.get_running_loop().time()
+            deliver = self.dispatcher.deliver
+            for frame in complete:  # a malformed one is counted and dropped alone
+                deliver(peer, frame)
+        if end:
+            try:
+                splitter.finish()
+            except FrameError as exc:
+                self._refuse_messages(conn, stream_id, streams, exc, end)
+                return
+            del streams[stream_id]
+        if splitter.pending and not end:
+            conn.open_streams.add(stream_id)
+        else:
+            conn.open_streams.discard(stream_id)
+            self._retire_if_idle(conn)
+
+    def _refuse_messages(
+        self,
+        conn: PeerConnection,
+        stream_id: int,
+        streams: dict[int, FrameSplitter | None],
+        exc: FrameError,
+        end: bool,
     ) -> None:
-        if not state.one_way:
-            self._respond(conn, stream_id, error_frame(code, message))
+        """A frame over the limit, or one cut short by FIN: the stream carries no more."""
+        too_large = "exceeds" in str(exc)
+        self.stats["requests_too_large" if too_large else "requests_malformed"] += 1
+        conn.open_streams.discard(stream_id)
+        if end:
+            del streams[stream_id]
+            return
+        streams[stream_id] = None
         conn.quic.stop_stream(stream_id, STREAM_CANCELLED)  # tell the sender to stop sending
         conn.transmit_soon()
 
@@ -401,7 +523,10 @@ class RpcEndpoint(ServesProtocols):
         if call is not None and not call.future.done():
             call.future.set_exception(ConnectionLostError("the peer reset the request stream"))
         incoming = self._incoming.get(conn, {})
-        if incoming.pop(stream_id, None) is not None:
+        messages = self._messages_in.get(conn, {})
+        if stream_id in incoming or stream_id in messages:
+            incoming.pop(stream_id, None)
+            messages.pop(stream_id, None)
             conn.open_streams.discard(stream_id)
         peer_bidi = not stream_id & 2 and (stream_id & 1) != (0 if conn.quic._is_client else 1)
         if peer_bidi and not conn.closed:
@@ -425,6 +550,7 @@ class RpcEndpoint(ServesProtocols):
             keep, retire = (conn, existing) if self._preferred(conn) else (existing, conn)
             self._pool[peer] = keep
             retire.retiring = True
+            self._message_streams.pop(retire, None)
             self.stats["duplicate_connections"] += 1
             self._retire_if_idle(retire)
         self._pool.move_to_end(peer)
@@ -442,6 +568,8 @@ class RpcEndpoint(ServesProtocols):
                 else:
                     call.future.set_exception(ConnectionLostError(f"connection lost: {reason}"))
         self._incoming.pop(conn, None)
+        self._messages_in.pop(conn, None)
+        self._message_streams.pop(conn, None)
         self._last_used.pop(conn, None)
         peer = conn.peer
         if peer is None or self._pool.get(peer) is not conn:
@@ -469,16 +597,9 @@ class RpcEndpoint(ServesProtocols):
             frame = state.buffer.frame()
         except FrameError as exc:
             self.stats["requests_malformed"] += 1
-            if state.one_way:
-                conn.open_streams.discard(stream_id)
-            else:
-                self._respond(conn, stream_id, error_frame(ErrorCode.MALFORMED, str(exc)))
+            self._respond(conn, stream_id, error_frame(ErrorCode.MALFORMED, str(exc)))
             return
-        if state.one_way:
-            conn.open_streams.discard(stream_id)
-            self.dispatcher.deliver(peer, frame)
-        else:
-            self.dispatcher.serve(peer, frame, functools.partial(self._respond, conn, stream_id))
+        self.dispatcher.serve(peer, frame, functools.partial(self._respond, conn, stream_id))
 
     def _respond(
         self, conn: PeerConnection, stream_id: int, response: frames.Ok | frames.Error
@@ -542,3 +663,19 @@ class RpcEndpoint(ServesProtocols):
 
     def connected_peers(self) -> list[Identity]:
         return list(self._pool)
+
+    def is_outbound(self, peer: Identity) -> bool:
+        """Whether this node dialled its pooled connection to *peer*."""
+        conn = self._pool.get(peer)
+        return conn is not None and not conn.closed and conn.dialed
+
+    def peer_address(self, peer: Identity) -> Address | None:
+        """The real address *peer* is reached at now, or None (unknown, not connected, or
+        only through a relay)."""
+        conn = self._pool.get(peer)
+        if conn is None or conn.closed:
+            return None
+        path = self.sock.paths.active_path(peer) if self.sock is not None else None
+        if path is not None and not path.relayed:
+            return path.address
+        return None if is_smart_addr(conn.remote) else conn.remote

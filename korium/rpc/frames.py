@@ -1,13 +1,15 @@
-"""RPC framing: one request per QUIC stream, one u32-length-prefixed MessagePack frame each way.
+"""RPC framing: u32-length-prefixed MessagePack frames on QUIC streams.
 
-Request (client-initiated bidirectional stream, or unidirectional for a one-way message)::
+A request has its own client-initiated bidirectional stream, one frame each way::
 
     u32 BE length || msgpack [protocol: str (<= 128 chars), body: bytes]     then FIN
 
-Response (same bidirectional stream)::
-
     u32 BE length || msgpack [0, body: bytes]                    success
     u32 BE length || msgpack [1, code: int, message: str]        error     then FIN
+
+One-way messages travel as request frames, one after another, on a unidirectional stream that a
+sender keeps open for the life of the connection (:class:`FrameSplitter` cuts them apart); a
+unidirectional stream that carries one frame and then FIN is just the shortest such stream.
 
 A frame's length is checked against the limit before anything is buffered or decoded. The
 limits admit a 1 MB DHT value with room for its envelope.
@@ -139,3 +141,85 @@ class FrameBuffer:
         if self._expected is None or self._received != self._expected:
             raise FrameError("stream ended before its frame was complete")
         return b"".join(self._chunks)
+
+
+class FrameSplitter:
+    """Cuts a stream of successive length-prefixed frames into whole frames (one-way messages).
+
+    Why: a sender writes every message to one long-lived stream, and QUIC hands over the bytes
+    in arbitrary chunks; each frame must reach its handler as soon as its last byte arrives.
+    """
+
+    __slots__ = ("_buffer", "_error", "_expected", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._buffer = bytearray()
+        self._expected = 0
+        """Length of the frame in progress, prefix included; 0 while its prefix is incomplete."""
+        self._error: str | None = None
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an incomplete frame held back."""
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> list[bytes]:
+        """Add stream data; return the frames it completed, in order.
+
+        Raises :class:`FrameError` at a length prefix over the limit, before buffering that
+        frame, and on every later call. Frames completed earlier in the same *data* are
+        returned first; the error then comes with the next call (``feed`` or ``finish``).
+        """
+        if self._error is not None:
+            raise FrameError(self._error)
+        complete: list[bytes] = []
+        buffer = self._buffer
+        start = 0
+        if buffer:  # finish the frame in progress first
+            if not self._expected:
+                start = LENGTH.size - len(buffer)
+                buffer += data[:start]
+                if len(buffer) < LENGTH.size:
+                    return complete
+                self._expected = self._check(LENGTH.unpack_from(buffer)[0], complete)
+            missing = self._expected - len(buffer)
+            if len(data) - start < missing:
+                buffer += memoryview(data)[start:]
+                return complete
+            buffer += memoryview(data)[start : start + missing]
+            complete.append(bytes(buffer))
+            buffer.clear()
+            self._expected = 0
+            start += missing
+        end = len(data)
+        while end - start >= LENGTH.size:
+            size = self._check(LENGTH.unpack_from(data, start)[0], complete)
+            if self._error is not None:
+                return complete
+            stop = start + size
+            if stop > end:
+                self._expected = size
+                break
+            complete.append(data[start:stop])  # no copy when the frame is all of data
+            start = stop
+        if start < end:
+            buffer += memoryview(data)[start:]
+        return complete
+
+    def finish(self) -> None:
+        """The stream ended: raises :class:`FrameError` if it cut a frame short."""
+        if self._error is not None:
+            raise FrameError(self._error)
+        if self._buffer:
+            raise FrameError(f"stream ended with a frame cut short ({len(self._buffer)} bytes)")
+
+    def _check(self, length: int, complete: list[bytes]) -> int:
+        """The whole frame's size for a prefix of *length*; refuses one over the limit."""
+        if length > self.limit:
+            self._error = f"frame of {length} bytes exceeds the {self.limit}-byte limit"
+            self._buffer.clear()
+            self._expected = 0
+            if not complete:  # else hand over the frames before it first
+                raise FrameError(self._error)
+        return LENGTH.size + length

@@ -16,7 +16,9 @@ Model, and its invariants:
   offline, whether at sending or at arrival. A lost request or response never arrives; the
   caller sees its timeout (:class:`~korium.errors.RpcTimeoutError`), as with a real peer.
 * Frames are independent, like separate QUIC streams: two frames sent at the same time over
-  the same link may arrive in either order (but in the same order on every run).
+  the same link may arrive in either order (but in the same order on every run). This holds
+  for one-way messages too, which the real endpoint delivers in order per connection (they
+  share one stream there): a simulation does not promise that order.
 * Connection set-up takes no time and is never lost (QUIC retransmits handshake packets). Each
   node keeps a pool of connections, like the real endpoint; what happens when a peer cannot be
   reached depends on it, see :class:`~korium.testing.rpc.SimRpc`. A connection whose peer became
@@ -35,7 +37,8 @@ from dataclasses import dataclass
 
 from korium.identity import Identity, Keypair, NodeIdentity
 from korium.rpc.dispatch import RpcConfig
-from korium.testing.rpc import SimRpc
+from korium.testing.rpc import PeerCallback, SimRpc
+from korium.transport.addresses import Address
 from korium.transport.smartsock import TransportConfig
 
 __all__ = ["LinkSettings", "NetworkStats", "NodeRef", "SimNetwork"]
@@ -134,18 +137,33 @@ class SimNetwork:
     # -- membership -------------------------------------------------------------------------
 
     def add_node(
-        self, identity: Identity | NodeIdentity | Keypair, *, config: RpcConfig | None = None
+        self,
+        identity: Identity | NodeIdentity | Keypair,
+        *,
+        config: RpcConfig | None = None,
+        address: Address | None = None,
+        on_peer_connected: PeerCallback | None = None,
+        on_peer_disconnected: PeerCallback | None = None,
     ) -> SimRpc:
         """Bring a node online and return its rpc endpoint (a :class:`korium.rpc.Rpc`).
 
-        An identity that was removed may be added again: that is a restart, with a fresh
-        endpoint (no handlers, no connections).
+        *address* is what the node's peers get from ``peer_address`` (nothing routes by it);
+        the callbacks are told of the node's connections (:class:`SimRpc`). An identity that
+        was removed may be added again: that is a restart, with a fresh endpoint (no handlers,
+        no connections).
         """
         if not isinstance(identity, Identity):
             identity = identity.identity
         if identity in self._nodes:
             raise ValueError(f"node {identity.short}... is already in the network")
-        node = SimRpc(self, identity, config or self.config)
+        node = SimRpc(
+            self,
+            identity,
+            config or self.config,
+            address=address,
+            on_peer_connected=on_peer_connected,
+            on_peer_disconnected=on_peer_disconnected,
+        )
         self._nodes[identity] = node
         return node
 

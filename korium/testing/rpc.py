@@ -18,13 +18,25 @@ What is mirrored, from the real endpoint:
   bytes becomes ``RemoteError``; a protocol nobody serves becomes
   ``ProtocolNotSupportedError``. One-way messages with no handler are dropped and counted.
 * Timeouts: a request waits ``timeout`` (default ``request_timeout``, 10 s) for its response.
-* ``stats`` has the same counter names as ``RpcEndpoint.stats``.
+* ``stats`` has the same counter names as ``RpcEndpoint.stats`` (less those about QUIC streams,
+  such as ``message_streams_opened``).
 
 What is modelled, where the real endpoint's behaviour depends on the network:
 
 * Connections are pooled per peer (both ends, LRU-bounded by ``max_connections``, closed after
   ``idle_close`` seconds unused) and set up instantly: a request takes exactly the link latency
   there and back, plus handler time.
+* ``on_peer_connected(peer)`` / ``on_peer_disconnected(peer)`` (what a ``Node`` turns into the
+  ``korium_peer_connected`` / ``korium_peer_disconnected`` hooks) fire once when a pool entry
+  for *peer* is created, on the dialler and on the dialled node, and once when it is dropped:
+  LRU eviction, or an idle or dead connection. Each end keeps its own entry, and an idle or
+  dead one is noticed when the node next looks at it (``connected_peers``, ``peer_address``,
+  traffic to or from that peer): there is no timer per connection. A removed node's entries go
+  without callbacks.
+* ``peer_address(peer)`` is the address the peer was added with (``SimNetwork.add_node``),
+  while this node holds a live connection to it.
+* One-way messages are independent frames: unlike the real endpoint's, two sent to one peer at
+  the same moment may arrive in either order (see :mod:`korium.testing.network`).
 * A peer that cannot be reached (offline, partitioned away, or never added) fails like a peer
   whose address does not answer. With no open connection the dial fails: after
   ``dial_timeout`` (5 s) the request raises ``PeerUnreachableError`` (``RpcTimeoutError`` if
@@ -41,7 +53,7 @@ import asyncio
 import functools
 import logging
 from collections import Counter, OrderedDict
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -76,14 +88,34 @@ log = logging.getLogger(__name__)
 class _Connection:
     peer: SimRpc
     last_used: float
+    outbound: bool = False
+    """This end dialled the connection."""
+
+
+PeerCallback = Callable[[Identity], None]
 
 
 class SimRpc(ServesProtocols):
     """The rpc endpoint of one simulated node; create it with ``SimNetwork.add_node``."""
 
-    def __init__(self, network: SimNetwork, identity: Identity, config: RpcConfig) -> None:
+    def __init__(
+        self,
+        network: SimNetwork,
+        identity: Identity,
+        config: RpcConfig,
+        *,
+        address: Address | None = None,
+        on_peer_connected: PeerCallback | None = None,
+        on_peer_disconnected: PeerCallback | None = None,
+    ) -> None:
         self.identity = identity
         self.config = config
+        self.address = address
+        """The node's address as its peers see it (``peer_address``); None: none given."""
+        self.on_peer_connected = on_peer_connected
+        """Called with a peer's identity when a connection to it is pooled (settable)."""
+        self.on_peer_disconnected = on_peer_disconnected
+        """Called with a peer's identity when its pooled connection is dropped (settable)."""
         self.stats: Counter[str] = Counter()
         self.removed_at: float | None = None
         """Virtual time the node was removed from the network; ``None`` while online."""
@@ -148,13 +180,15 @@ class SimRpc(ServesProtocols):
     ) -> None:
         """Send a one-way message (no response; delivery is not confirmed)."""
         frame = encode_request(protocol, body, self.config, "message")
-        try:
-            async with asyncio.timeout(self.config.request_timeout):
-                target = await self._connect(peer)
-        except TimeoutError:
-            raise RpcTimeoutError(
-                f"no connection to {peer.short}... within {self.config.request_timeout} s"
-            ) from None
+        target = self._pooled(peer)  # the hot path: no timeout needed, nothing to wait for
+        if target is None:
+            try:
+                async with asyncio.timeout(self.config.request_timeout):
+                    target = await self._connect(peer)
+            except TimeoutError:
+                raise RpcTimeoutError(
+                    f"no connection to {peer.short}... within {self.config.request_timeout} s"
+                ) from None
         receive = functools.partial(target._receive_message, self, frame)
         self._network._transmit(self, target, frame, receive)
         self.stats["messages_sent"] += 1
@@ -164,8 +198,35 @@ class SimRpc(ServesProtocols):
         now = self._network._now()
         for peer, conn in list(self._pool.items()):
             if not self._alive(conn, now):
-                del self._pool[peer]
+                self._pool_drop(peer)
         return list(self._pool)
+
+    def peer_address(self, peer: Identity) -> Address | None:
+        """The address *peer* was added with, while this node holds a live connection to it."""
+        conn = self._pool.get(peer)
+        if conn is None:
+            return None
+        if not self._alive(conn, self._network._now()):
+            self._pool_drop(peer)
+            return None
+        return conn.peer.address
+
+    def is_outbound(self, peer: Identity) -> bool:
+        """Whether this node dialled its live connection to *peer*."""
+        conn = self._pool.get(peer)
+        return conn is not None and conn.outbound and self._alive(conn, self._network._now())
+
+    def _pooled(self, peer: Identity) -> SimRpc | None:
+        """The peer over a live pooled connection (marked used), else None."""
+        conn = self._pool.get(peer)
+        if conn is None or not self.online:
+            return None
+        now = self._network._now()
+        if not self._alive(conn, now):
+            return None
+        conn.last_used = now
+        self._pool.move_to_end(peer)
+        return conn.peer
 
     async def _connect(self, peer: Identity) -> SimRpc:
         """The endpoint to send to: over a pooled connection, else by dialling *peer*."""
@@ -182,14 +243,14 @@ class SimRpc(ServesProtocols):
                 conn.last_used = now
                 self._pool.move_to_end(peer)
                 return conn.peer
-            del self._pool[peer]
+            self._pool_drop(peer)
         target = self._network._dial(self, peer)
         if target is None:
             await asyncio.sleep(self.config.dial_timeout)
             raise PeerUnreachableError(
                 f"no answer from {peer.short}... within {self.config.dial_timeout} s"
             )
-        self._pool_add(target, now)
+        self._pool_add(target, now, outbound=True)
         target._pool_add(self, now)
         return target
 
@@ -198,16 +259,25 @@ class SimRpc(ServesProtocols):
             return False
         return self._network._connection_alive(self, conn.peer, now)
 
-    def _pool_add(self, peer: SimRpc, now: float) -> None:
+    def _pool_add(self, peer: SimRpc, now: float, *, outbound: bool = False) -> None:
         conn = self._pool.get(peer.identity)
-        if conn is None or conn.peer is not peer:
-            self._pool[peer.identity] = _Connection(peer, now)
-        else:
-            conn.last_used = now
-        self._pool.move_to_end(peer.identity)
+        if conn is not None:
+            if conn.peer is peer and self._alive(conn, now):
+                conn.last_used = now
+                self._pool.move_to_end(peer.identity)
+                return
+            self._pool_drop(peer.identity)  # idle, dead, or the peer restarted: a new one
+        self._pool[peer.identity] = _Connection(peer, now, outbound)
+        if self.on_peer_connected is not None:
+            self.on_peer_connected(peer.identity)
         while len(self._pool) > self.config.max_connections:
-            self._pool.popitem(last=False)
+            self._pool_drop(next(iter(self._pool)))
             self.stats["connections_evicted"] += 1
+
+    def _pool_drop(self, peer: Identity) -> None:
+        del self._pool[peer]
+        if self.on_peer_disconnected is not None:
+            self.on_peer_disconnected(peer)
 
     def _receive_response(self, call: asyncio.Future[bytes], frame: bytes) -> None:
         if call.done():  # timed out or cancelled meanwhile

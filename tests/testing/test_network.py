@@ -539,6 +539,120 @@ async def test_connections_idle_out_and_the_pool_is_bounded(make_ids: MakeIds) -
     assert hub.connected_peers() == []
 
 
+class Events:
+    """What one node's connection callbacks reported, in order."""
+
+    def __init__(self, node: SimRpc) -> None:
+        self.log: list[tuple[str, Identity]] = []
+        node.on_peer_connected = lambda peer: self.log.append(("up", peer))
+        node.on_peer_disconnected = lambda peer: self.log.append(("down", peer))
+
+    def take(self) -> list[tuple[str, Identity]]:
+        taken, self.log = self.log, []
+        return taken
+
+
+@on_virtual_time
+async def test_connection_callbacks_on_both_ends(make_ids: MakeIds) -> None:
+    network = SimNetwork(config=RpcConfig(idle_close=60.0))
+    a, b = pair(network, make_ids)
+    on_a, on_b = Events(a), Events(b)
+    await a.request(b.identity, "echo", b"")
+    await a.send_message(b.identity, "echo", b"")
+    await b.request(a.identity, "echo", b"")  # the same pooled connection, both ways
+    await asyncio.sleep(1)
+    assert on_a.take() == [("up", b.identity)]
+    assert on_b.take() == [("up", a.identity)]
+    await asyncio.sleep(60)  # idle: each end notices when it next looks at its pool
+    assert a.connected_peers() == []
+    assert on_a.take() == [("down", b.identity)]
+    assert on_b.take() == []
+    await a.request(b.identity, "echo", b"")  # b's entry idled out too: both ends reconnect
+    assert on_a.take() == [("up", b.identity)]
+    assert on_b.take() == [("down", a.identity), ("up", a.identity)]
+
+
+@on_virtual_time
+async def test_connection_callbacks_on_eviction(make_ids: MakeIds) -> None:
+    network = SimNetwork(config=RpcConfig(max_connections=2))
+    hub, *spokes = (network.add_node(i) for i in make_ids(4))
+    for spoke in spokes:
+        spoke.register("echo", echo)
+    events = Events(hub)
+    for spoke in spokes:
+        await hub.request(spoke.identity, "echo", b"")
+    first, second, third = (s.identity for s in spokes)
+    assert events.take() == [("up", first), ("up", second), ("up", third), ("down", first)]
+
+
+@on_virtual_time
+async def test_connection_callbacks_when_a_peer_dies_or_restarts(make_ids: MakeIds) -> None:
+    network = SimNetwork(idle_timeout=30.0)
+    a, b, c = (network.add_node(i) for i in make_ids(3))
+    for node in (b, c):
+        node.register("echo", echo)
+    on_a, on_b = Events(a), Events(b)
+    await a.request(b.identity, "echo", b"")
+    await a.request(c.identity, "echo", b"")
+    on_a.take()
+    assert on_b.take() == [("up", a.identity)]
+    network.remove_node(b)  # no callback into the removed node
+    assert on_b.take() == []
+    assert a.connected_peers() == [b.identity, c.identity]  # dies after the idle timeout
+    await asyncio.sleep(30)
+    assert a.connected_peers() == [c.identity]
+    assert on_a.take() == [("down", b.identity)]
+    assert on_b.take() == []
+    # a restarted peer: the old connection is gone at once and a new one is made
+    network.remove_node(c)
+    restarted = network.add_node(c.identity)
+    restarted.register("echo", echo)
+    on_restarted = Events(restarted)
+    await a.request(c.identity, "echo", b"")
+    assert on_a.take() == [("down", c.identity), ("up", c.identity)]
+    assert on_restarted.take() == [("up", a.identity)]
+
+
+@on_virtual_time
+async def test_is_outbound_names_the_dialling_end(make_ids: MakeIds) -> None:
+    network = SimNetwork(idle_timeout=30.0)
+    a, b = (network.add_node(i) for i in make_ids(2))
+    b.register("echo", echo)
+    a.register("echo", echo)
+    assert not a.is_outbound(b.identity)  # not connected
+    await a.request(b.identity, "echo", b"")
+    await b.request(a.identity, "echo", b"")  # reuses the connection a dialled
+    assert a.is_outbound(b.identity)
+    assert not b.is_outbound(a.identity)
+    network.remove_node(b)
+    await asyncio.sleep(30)
+    assert not a.is_outbound(b.identity)
+
+
+@on_virtual_time
+async def test_peer_address_while_connected(make_ids: MakeIds) -> None:
+    network = SimNetwork(idle_timeout=30.0)
+    ids = make_ids(3)
+    a = network.add_node(ids[0], address=("192.0.2.1", 4433))
+    b = network.add_node(ids[1], address=("2001:db8::2", 4433))
+    c = network.add_node(ids[2])  # no address given
+    for node in (a, b, c):
+        node.register("echo", echo)
+    assert a.address == ("192.0.2.1", 4433)
+    assert a.peer_address(b.identity) is None  # not connected
+    await a.request(b.identity, "echo", b"")
+    await a.request(c.identity, "echo", b"")
+    assert a.peer_address(b.identity) == ("2001:db8::2", 4433)
+    assert b.peer_address(a.identity) == ("192.0.2.1", 4433)
+    assert a.peer_address(c.identity) is None
+    assert a.peer_address(a.identity) is None
+    network.remove_node(b)
+    assert a.peer_address(b.identity) == ("2001:db8::2", 4433)  # not yet known to be dead
+    await asyncio.sleep(30)
+    assert a.peer_address(b.identity) is None
+    assert b.identity not in a.connected_peers()
+
+
 @on_virtual_time
 async def test_stats_count_frames_and_bytes(make_ids: MakeIds) -> None:
     network = SimNetwork()

@@ -100,3 +100,50 @@ async def test_send_and_request_handler_on_simulated_nodes() -> None:
     assert abs(loop.time() - start - 0.1) < 1e-6  # two link latencies of virtual time
     await a.close()
     await b.close()
+
+
+class PeerWatcher:
+    """Records the peer connection hooks, as a plugin would."""
+
+    korium_plugin = PluginInfo(name="peer-watcher")
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Identity]] = []
+
+    @hookimpl
+    def korium_peer_connected(self, node: Node, peer: Identity) -> None:
+        self.events.append(("connected", peer))
+
+    @hookimpl
+    def korium_peer_disconnected(self, node: Node, peer: Identity) -> None:
+        self.events.append(("disconnected", peer))
+
+
+@on_virtual_time
+async def test_simulated_nodes_fire_the_peer_hooks_and_know_addresses() -> None:
+    network = SimNetwork(seed=1, idle_timeout=30.0)
+    config = NodeConfig(pow_difficulty=0)
+    watchers = [PeerWatcher() for _ in range(3)]
+    a, b, c = [
+        await Node.builder(address).simulated(network).config(config).plugins([watcher]).build()
+        for address, watcher in zip(
+            ["192.0.2.1:4433", "0.0.0.0:4433", "[2001:db8::3]:4433"], watchers, strict=True
+        )
+    ]
+    for node in (b, c):
+        node.set_request_handler(lambda peer, data: data)
+    await a.send(b.identity, b"x")
+    await a.send(c.identity, b"x")
+    assert watchers[0].events == [("connected", b.identity), ("connected", c.identity)]
+    assert watchers[1].events == [("connected", a.identity)]
+    assert watchers[2].events == [("connected", a.identity)]
+    assert a.rpc.peer_address(c.identity) == ("2001:db8::3", 4433)
+    assert c.rpc.peer_address(a.identity) == ("192.0.2.1", 4433)
+    assert a.rpc.peer_address(b.identity) is None  # bound to a wildcard: no address to give
+    await c.close()
+    assert watchers[2].events == [("connected", a.identity)]  # nothing after its own removal
+    await asyncio.sleep(30)
+    assert c.identity not in a.rpc.connected_peers()
+    assert watchers[0].events[-1] == ("disconnected", c.identity)
+    await a.close()
+    await b.close()

@@ -6,6 +6,8 @@
     counter), nothing may crash the socket, and a real request must still be answered afterwards.
 (b) An authenticated peer opens raw QUIC streams with malformed request frames: the node answers
     each with an error frame (or resets it), counts it, and the same connection keeps working.
+    A one-way (unidirectional) stream carries successive frames, so its bytes are counted frame
+    by frame.
 
 Each hypothesis test builds its nodes once (a function-scoped fixture, on the test's event loop)
 and runs every example against them; examples are bounded, so the file runs in seconds.
@@ -474,6 +476,27 @@ def expected_refusal(payload: bytes) -> ErrorCode | None:
     return None
 
 
+def expected_message_counts(payload: bytes) -> Counter[str]:
+    """What a one-way stream of *payload*, then FIN, must count: frame after frame."""
+    counts: Counter[str] = Counter()
+    rest = payload
+    while rest:
+        if len(rest) < LENGTH.size:
+            counts["requests_malformed"] += 1  # cut short by FIN
+            break
+        size = LENGTH.size + LENGTH.unpack_from(rest)[0]
+        if size - LENGTH.size > MAX_REQUEST_SIZE:
+            counts["requests_too_large"] += 1  # refused from its prefix: the rest is ignored
+            break
+        if len(rest) < size:
+            counts["requests_malformed"] += 1
+            break
+        if expected_refusal(rest[:size]) is not None:
+            counts["requests_malformed"] += 1  # this frame is lost, the next ones are not
+        rest = rest[size:]
+    return counts
+
+
 @dataclass(frozen=True)
 class Sent:
     payload: bytes
@@ -494,6 +517,8 @@ class Sent:
 @example(sent=[Sent(_framed(msgspec.msgpack.encode([1, "not bytes"])), False)])
 @example(sent=[Sent(frames.encode_request(PLAIN_PROTOCOL, b"x") + b"!", False)])
 @example(sent=[Sent(frames.encode_request(PLAIN_PROTOCOL, b"xyz")[:-1], False)])
+@example(sent=[Sent(frames.encode_request(PLAIN_PROTOCOL, b"x") + b"\xff\xff\xff\xff", True)])
+@example(sent=[Sent(b"\x00\x00\x00\x01!" + frames.encode_request(PLAIN_PROTOCOL, b"x"), True)])
 async def test_malformed_request_streams_are_refused_and_counted(
     tapped: Tapped, sent: list[Sent]
 ) -> None:
@@ -504,7 +529,9 @@ async def test_malformed_request_streams_are_refused_and_counted(
     watched: list[tuple[Sent, ErrorCode | None, RawStream]] = []
     for item in sent:
         code = expected_refusal(item.payload)
-        if code == ErrorCode.REQUEST_TOO_LARGE:
+        if item.one_way:
+            expected += expected_message_counts(item.payload)
+        elif code == ErrorCode.REQUEST_TOO_LARGE:
             expected["requests_too_large"] += 1
         elif code == ErrorCode.MALFORMED:
             expected["requests_malformed"] += 1

@@ -20,8 +20,11 @@ from korium.errors import (
     RpcTimeoutError,
 )
 from korium.identity import Identity, Keypair
-from korium.rpc.endpoint import RpcConfig
+from korium.rpc import frames
+from korium.rpc.endpoint import STREAM_CANCELLED, RpcConfig
 from korium.rpc.frames import MAX_REQUEST_SIZE
+from korium.transport.addresses import smart_addr
+from korium.transport.paths import Path
 from korium.transport.smartsock import TransportConfig
 
 MakeNode = Callable[..., Awaitable[Node]]
@@ -360,3 +363,220 @@ async def test_plugin_frame_type_reaches_its_handler() -> None:
         assert node.stats()["transport.dropped_garbage"] == 1
     finally:
         await node.close()
+
+
+# -- one-way messages on one stream per connection ---------------------------------------------
+
+
+def _collect(node: Node, protocol: str = "test/msg/1") -> list[bytes]:
+    received: list[bytes] = []
+    node.rpc.register_message(protocol, lambda peer, data: received.append(data))
+    return received
+
+
+async def _wait_for(condition: Callable[[], bool], what: str) -> None:
+    """Poll *condition*; bounded by a count (about 10 s), never by the machine's speed."""
+    for _ in range(1_000):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def test_messages_arrive_in_order_on_one_stream(make_node: MakeNode) -> None:
+    a, b = await make_node(), await make_node()
+    received = _collect(b)
+    sent = [b"m%d" % i for i in range(2_000)]
+    await a.connect(b.identity, [b.local_addr])
+    for burst in range(0, len(sent), 100):
+        for body in sent[burst : burst + 100]:  # no await yields between these
+            await a.rpc.send_message(b.identity, "test/msg/1", body)
+        await asyncio.sleep(0)
+    await _wait_for(lambda: len(received) == len(sent), "2,000 messages")
+    assert received == sent
+    assert a.stats()["rpc.message_streams_opened"] == 1
+    assert a.stats()["rpc.messages_sent"] == b.stats()["rpc.messages_received"] == 2_000
+
+
+async def test_small_and_large_messages_keep_their_order(make_node: MakeNode) -> None:
+    a, b = await make_node(), await make_node()
+    received = _collect(b)
+    sizes = [0, 70_000, 5, 300_000, 1, 1_000_000, 64 * 1024 + 1, 3, 200_000, 10] * 2
+    sent = [bytes([i]) * size for i, size in enumerate(sizes)]
+    for body in sent:
+        await a.rpc.send_message(b.identity, "test/msg/1", body, addresses=[b.local_addr])
+    await _wait_for(lambda: len(received) == len(sent), "every message")
+    assert [len(body) for body in received] == sizes
+    assert received == sent
+    assert a.stats()["rpc.message_streams_opened"] == 1
+
+
+async def test_oversize_message_is_refused_and_counted(make_node: MakeNode) -> None:
+    # the sender allows more than the receiver: the receiver refuses the frame from its
+    # length prefix, stops that stream, and keeps the connection
+    a = await make_node(NodeConfig(rpc=RpcConfig(max_request_size=4 * 1024 * 1024)))
+    b = await make_node()
+    received = _collect(b)
+    b.set_request_handler(lambda peer, data: data)
+    await a.rpc.send_message(b.identity, "test/msg/1", b"before", addresses=[b.local_addr])
+    await a.rpc.send_message(b.identity, "test/msg/1", bytes(2 * 1024 * 1024))
+    await _wait_for(lambda: b.stats().get("rpc.requests_too_large", 0) == 1, "the refusal")
+    assert received == [b"before"]
+    conn = await a.connect(b.identity)
+    assert await a.send(b.identity, b"still here") == b"still here"
+    assert await a.connect(b.identity) is conn
+    assert not conn.closed
+    # messages written before the refusal reached the sender are lost; then a new stream
+    for _ in range(1_000):
+        await a.rpc.send_message(b.identity, "test/msg/1", b"later")
+        if len(received) > 1:
+            break
+        await asyncio.sleep(0.01)
+    assert received[:2] == [b"before", b"later"]
+    assert a.stats()["rpc.message_streams_opened"] == 2
+    assert b.stats()["rpc.requests_too_large"] == 1
+
+
+async def test_malformed_message_in_the_middle_loses_only_itself(make_node: MakeNode) -> None:
+    a, b = await make_node(), await make_node()
+    received = _collect(b)
+    conn = await a.connect(b.identity, [b.local_addr])
+    stream_id = conn.quic.get_next_available_stream_id(is_unidirectional=True)
+    garbage = frames.LENGTH.pack(3) + b"\xc1\xc1\xc1"  # a whole frame, not MessagePack
+    wrong_type = frames.LENGTH.pack(2) + b"\x92\x01"  # [1]: not a request
+    first = frames.encode_request("test/msg/1", b"one")
+    rest = frames.encode_request("test/msg/1", b"two") + frames.encode_request(
+        "test/msg/1", b"three"
+    )
+    conn.quic.send_stream_data(stream_id, first + garbage, end_stream=False)
+    conn.transmit()
+    conn.quic.send_stream_data(stream_id, wrong_type[:3], end_stream=False)
+    conn.transmit()
+    conn.quic.send_stream_data(stream_id, wrong_type[3:] + rest, end_stream=False)
+    conn.transmit()
+    await _wait_for(lambda: len(received) == 3, "the well-formed messages")
+    assert received == [b"one", b"two", b"three"]
+    assert b.stats()["rpc.requests_malformed"] == 2
+    # the stream and the endpoint's own message stream both keep working
+    conn.quic.send_stream_data(stream_id, frames.encode_request("test/msg/1", b"four"))
+    conn.transmit()
+    await a.rpc.send_message(b.identity, "test/msg/1", b"five")
+    await _wait_for(lambda: len(received) == 5, "two more messages")
+    assert sorted(received[3:]) == [b"five", b"four"]
+
+
+async def test_sender_opens_a_new_stream_after_the_peer_stops_one(make_node: MakeNode) -> None:
+    a, b = await make_node(), await make_node()
+    received = _collect(b)
+    conn = await a.connect(b.identity, [b.local_addr])
+    stream_id = conn.quic.get_next_available_stream_id(is_unidirectional=True)
+    await a.rpc.send_message(b.identity, "test/msg/1", b"first")
+    await _wait_for(lambda: received == [b"first"], "the first message")
+    server = next(c for c in b.smartsock.connections if c.peer == a.identity)
+    server.quic.stop_stream(stream_id, STREAM_CANCELLED)
+    server.transmit()
+    probe = b""
+    for i in range(1_000):  # until a write meets the stopped stream
+        probe = b"probe-%d" % i
+        await a.rpc.send_message(b.identity, "test/msg/1", probe)
+        if a.stats()["rpc.message_streams_opened"] == 2:
+            break
+        await asyncio.sleep(0.01)
+    after = [b"after-%d" % i for i in range(100)]
+    for body in after:
+        await a.rpc.send_message(b.identity, "test/msg/1", body)
+    await _wait_for(lambda: received[-1:] == [after[-1]], "the messages on the new stream")
+    # the probe that met the stopped stream was sent again on the new one, ahead of the rest
+    assert received.count(probe) == 1
+    assert received[-101:] == [probe, *after]
+    assert a.stats()["rpc.message_streams_opened"] == 2
+    assert not conn.closed
+
+
+# -- peer addresses ------------------------------------------------------------------------------
+
+
+async def test_is_outbound_names_the_dialling_end(make_node: MakeNode) -> None:
+    a, b = await make_node(), await make_node()
+    b.set_request_handler(lambda peer, data: data)
+    assert not a.rpc.is_outbound(b.identity)  # not connected
+    await a.send(b.identity, b"x", addresses=[b.local_addr])
+    assert a.rpc.is_outbound(b.identity)
+    assert not b.rpc.is_outbound(a.identity)
+    await b.close()
+    await _wait_for(lambda: not a.rpc.is_outbound(b.identity), "the connection to close")
+
+
+async def test_peer_address_is_the_active_direct_path(make_node: MakeNode) -> None:
+    a, b = await make_node(), await make_node()
+    b.set_request_handler(lambda peer, data: data)
+    stranger = Keypair.generate().identity
+    assert a.rpc.peer_address(b.identity) is None  # not connected
+    assert a.rpc.peer_address(stranger) is None
+    await a.send(b.identity, b"x", addresses=[b.local_addr])
+    assert a.rpc.peer_address(b.identity) == b.local_addr
+    assert b.rpc.peer_address(a.identity) == a.local_addr  # learnt from the inbound connection
+    # only a relayed path left, the peer's datagrams arriving by relay (from its SmartAddr)
+    conn = await a.connect(b.identity)
+    paths = a.smartsock.paths
+    now = asyncio.get_running_loop().time()
+    relayed = Path(("192.0.2.7", 4433), relay_session=b"session")
+    paths.add_candidate(b.identity, relayed, now)
+    for candidate in paths.candidates(b.identity):
+        if not candidate.path.relayed:
+            paths.remove_candidate(b.identity, candidate.path, now)
+    assert paths.active_path(b.identity) == relayed
+    direct = conn.remote
+    conn.remote = smart_addr(b.identity)
+    assert a.rpc.peer_address(b.identity) is None
+    conn.remote = direct  # a direct datagram came in meanwhile: that address answers
+    assert a.rpc.peer_address(b.identity) == b.local_addr
+    await b.close()
+    await _wait_for(lambda: a.rpc.peer_address(b.identity) is None, "the connection to close")
+
+
+async def test_send_message_waits_while_the_peer_does_not_acknowledge(
+    make_node: MakeNode,
+) -> None:
+    config = NodeConfig(rpc=RpcConfig(message_buffer=256 * 1024, request_timeout=30.0))
+    a, b = await make_node(config), await make_node()
+    received = _collect(b)
+    await a.connect(b.identity, [b.local_addr])
+    sock = b.smartsock
+    deliver = sock.datagram_received
+    sock.datagram_received = lambda data, addr: None  # type: ignore[method-assign]  # a dead path
+    body = bytes(32 * 1024)
+    accepted = 0
+
+    async def flood() -> None:
+        nonlocal accepted
+        for _ in range(64):  # 2 MiB: far more than the buffer
+            await a.rpc.send_message(b.identity, "test/msg/1", body)
+            accepted += 1
+
+    sending = asyncio.create_task(flood())
+    await _wait_for(lambda: a.stats().get("rpc.messages_backpressured") == 1, "backpressure")
+    for _ in range(20):  # the sender stays blocked while nothing is acknowledged
+        await asyncio.sleep(0.01)
+    assert not sending.done()
+    assert accepted <= 256 // 32 + 1  # the buffer, then the message that crossed it
+    sock.datagram_received = deliver  # type: ignore[method-assign]  # the path recovers
+    await asyncio.wait_for(sending, 60)
+    await _wait_for(lambda: len(received) == 64, "every message")
+    assert received == [body] * 64
+
+
+async def test_send_message_times_out_when_the_peer_never_catches_up(
+    make_node: MakeNode,
+) -> None:
+    config = NodeConfig(rpc=RpcConfig(message_buffer=64 * 1024, request_timeout=0.5))
+    a, b = await make_node(config), await make_node()
+    await a.connect(b.identity, [b.local_addr])
+    b.smartsock.datagram_received = lambda data, addr: None  # type: ignore[method-assign]
+
+    async def flood() -> None:
+        for _ in range(16):
+            await a.rpc.send_message(b.identity, "test/msg/1", bytes(16 * 1024))
+
+    with pytest.raises(RpcTimeoutError, match="has not acknowledged"):
+        await flood()

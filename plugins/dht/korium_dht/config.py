@@ -6,20 +6,18 @@ Every table and cache has a cap here; the defaults are the spec's constants.
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from korium.errors import ConfigError
+from korium.netaddr import DEFAULT_EXEMPT_NETWORKS, ExemptNetworks, IpAddress
 
 MAX_VALUE_SIZE: Final = 1024 * 1024
 """Largest value the DHT stores (the spec's MAX_VALUE_SIZE)."""
 PER_PEER_STORAGE_QUOTA: Final = 1024 * 1024
 PER_PEER_ENTRY_LIMIT: Final = 100
 ID_BITS: Final = 256
-
-IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 @dataclass(slots=True)
@@ -37,15 +35,7 @@ class DhtConfig:
     """Consecutive failed requests after which a contact is replaced (if a replacement exists)."""
     max_per_prefix: int = 2
     """Contacts per bucket from one /24 (IPv4) or /48 (IPv6): the anti-eclipse rule."""
-    exempt_networks: tuple[str, ...] = (
-        "127.0.0.0/8",
-        "::1/128",
-        "10.0.0.0/8",
-        "172.16.0.0/12",
-        "192.168.0.0/16",
-        "fc00::/7",
-        "fe80::/10",
-    )
+    exempt_networks: tuple[str, ...] = DEFAULT_EXEMPT_NETWORKS
     """Addresses exempt from the per-IP and per-prefix rules (loopback and private ranges, so
     a local cluster works). Set to ``()`` to apply the rules everywhere."""
     insertions_per_peer: int = 50
@@ -112,7 +102,10 @@ class DhtConfig:
     server: bool = True
     """Whether this node offers itself as a routing contact (False: client-only)."""
 
-    _exempt: tuple[IpNetwork, ...] = field(default=(), init=False, repr=False)
+    _exempt: ExemptNetworks = field(
+        default=ExemptNetworks(()), init=False, repr=False, compare=False
+    )
+    """Built from ``exempt_networks`` by :meth:`validate`."""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -168,8 +161,8 @@ class DhtConfig:
         if self.republish_s >= self.ttl_s:
             raise ConfigError("dht: republish_s must be shorter than ttl_s, or records lapse")
         try:
-            self._exempt = tuple(ipaddress.ip_network(n) for n in self.exempt_networks)
-        except ValueError as exc:
+            self._exempt = ExemptNetworks(self.exempt_networks)
+        except ConfigError as exc:
             raise ConfigError(f"dht: exempt_networks: {exc}") from None
         if self.addresses is not None:
             if isinstance(self.addresses, str | bytes):
@@ -178,9 +171,9 @@ class DhtConfig:
             if not all(isinstance(a, str) and a for a in self.addresses):
                 raise ConfigError(f"dht: addresses must be 'HOST:PORT' strings: {self.addresses}")
 
-    def is_exempt(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    def is_exempt(self, ip: IpAddress) -> bool:
         """Whether *ip* is exempt from the per-IP and per-prefix rules."""
-        return any(ip in network for network in self._exempt)
+        return ip in self._exempt
 
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> DhtConfig:

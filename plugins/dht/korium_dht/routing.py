@@ -30,8 +30,9 @@ from dataclasses import dataclass
 from typing import Final
 
 from korium.identity import Contact, Identity
+from korium.netaddr import IpAddress
 from korium_dht.config import ID_BITS, DhtConfig
-from korium_dht.netaddr import IpAddress, diversity_prefix, primary_ip
+from korium_dht.netaddr import diversity_prefix, primary_ip
 
 __all__ = [
     "ID_BITS",

@@ -26,13 +26,13 @@ from typing import Any
 from korium.clock import wall_time_ms
 from korium.errors import ContactError, RemoteError, RpcError
 from korium.identity import Contact, Identity, NodeIdentity
+from korium.limits import KeyedRateLimiter
 from korium.rpc import Rpc
 from korium.transport.addresses import parse_addresses
 from korium_dht import messages
 from korium_dht.adaptive import AdaptiveParams, Outcome
 from korium_dht.config import DhtConfig
 from korium_dht.errors import DhtDecodeError, DhtError, LookupFailedError, StoreRefusedError
-from korium_dht.limits import KeyedRateLimiter
 from korium_dht.lookup import Candidate, Lookup, LookupMetrics
 from korium_dht.netaddr import primary_ip
 from korium_dht.routing import RoutingTable, Verdict, bucket_index, random_id_in_bucket

@@ -39,6 +39,7 @@ from korium.errors import (
 )
 from korium.identity import MAX_CONTACT_SIZE, Contact, Identity
 from korium.identity.pow import check_difficulty
+from korium.limits import KeyedRateLimiter
 from korium_dht.config import DhtConfig
 from korium_dht.errors import (
     InvalidValueError,
@@ -49,7 +50,6 @@ from korium_dht.errors import (
     StoreRefusedError,
     ValueTooLargeError,
 )
-from korium_dht.limits import KeyedRateLimiter
 
 KEY_LEN: Final = 32
 """Every DHT key is 32 bytes: a blake3 digest or an identity."""

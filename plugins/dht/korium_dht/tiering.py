@@ -53,9 +53,10 @@ from functools import lru_cache
 from itertools import accumulate, pairwise
 from typing import Final
 
+from korium.netaddr import IpAddress
 from korium_dht.adaptive import lower_envelope
 from korium_dht.config import DhtConfig
-from korium_dht.netaddr import IpAddress, tiering_prefix
+from korium_dht.netaddr import tiering_prefix
 
 EMA_ALPHA: Final = 0.3
 """Weight of a new RTT sample in a prefix's smoothed RTT."""

@@ -1,4 +1,9 @@
-"""Rate limiters: pure token buckets, and a set of them keyed by peer or IP with an LRU cap."""
+"""Rate limiters: pure token buckets, and a set of them keyed by peer or IP with an LRU cap.
+
+Why in the kernel: every plugin that accepts work from peers (DHT stores and routing
+insertions, pubsub messages...) needs the same two tools; they take the time as an argument
+(no clock read), so they work unchanged on virtual time and in unit tests.
+"""
 
 from __future__ import annotations
 
@@ -24,10 +29,11 @@ class TokenBucket:
         return cls(capacity, window, float(capacity), now)
 
     def take(self, now: float) -> bool:
-        """Spend one token if there is one."""
-        elapsed = max(0.0, now - self.updated)
-        self.tokens = min(float(self.capacity), self.tokens + elapsed * self.capacity / self.window)
-        self.updated = now
+        """Spend one token if there is one. A *now* earlier than the last one refills nothing."""
+        if now > self.updated:
+            refill = (now - self.updated) * self.capacity / self.window
+            self.tokens = min(float(self.capacity), self.tokens + refill)
+            self.updated = now
         if self.tokens >= 1.0:
             self.tokens -= 1.0
             return True
