@@ -108,6 +108,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import version
 from typing import Any, Final, cast
 
+import messages as raw
 from _report import status, table
 from korium_gossipsub import messages as wire
 from korium_gossipsub import plugin as gossip_plugin
@@ -139,7 +140,6 @@ STEP_DOWN: Final = 0.8
 TRIES: Final = 4
 QUIET: Final = 1.0
 """A run ends when everything expected arrived or nothing arrived for this long."""
-RUN_CAP: Final = 60.0
 DRAIN_CAP: Final = 5.0
 """Longest wait for stragglers after the publishers stopped (at least the publishing time)."""
 STALL: Final = 1.0
@@ -153,7 +153,6 @@ SETTLE: Final = 0.3
 MESH_TIMEOUT: Final = 20.0
 MAX_CATCH_UP: Final = 50
 """Paced publishers that fell behind publish at most this many before yielding."""
-RAW_PROTOCOL: Final = "bench/gossip-raw/1"
 RAW_BURSTS: Final = (10, 100)
 TOP: Final = 25
 ROOT: Final = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -590,53 +589,26 @@ class RawRun:
     cpu: float
 
 
-class RawCounter:
-    def __init__(self) -> None:
-        self.count = 0
-        self.target = 0
-        self.done = asyncio.Event()
-
-    def expect(self, messages: int) -> None:
-        self.count = 0
-        self.target = messages
-        self.done.clear()
-
-    def __call__(self, peer: Identity, body: bytes) -> None:
-        self.count += 1
-        if self.count == self.target:
-            self.done.set()
-
-
-async def raw_baseline(messages: int, repeat: int) -> list[RawRun]:
-    """The kernel's one-way message throughput between two nodes of this process."""
+async def raw_baseline(count: int, repeat: int) -> list[RawRun]:
+    """The kernel's one-way message throughput between two nodes of this process (the
+    measurement of ``benchmarks/messages.py``, with this benchmark's payload)."""
     nodes = [await Node.builder(f"{HOST}:0").difficulty(0).plugins([]).build() for _ in range(2)]
     sender, receiver = nodes
-    counter = RawCounter()
-    receiver.rpc.register_message(RAW_PROTOCOL, counter)
-    peer = receiver.identity
-    await sender.connect(peer, [receiver.local_addr])
-    body = bytes(range(PAYLOAD_SIZE))
+    counter = raw.Counter()
+    receiver.rpc.register_message(raw.PROTOCOL, counter)
+    await sender.connect(receiver.identity, [receiver.local_addr])
     runs: list[RawRun] = []
-
-    async def once(total: int, burst: int) -> tuple[float, float]:
-        counter.expect(total)
-        started, cpu = time.perf_counter(), time.process_time()
-        for i in range(total):
-            await sender.rpc.send_message(peer, RAW_PROTOCOL, body)
-            if i % burst == burst - 1:
-                await asyncio.sleep(0)
-        await asyncio.wait_for(counter.done.wait(), RUN_CAP)
-        return total / (time.perf_counter() - started), (time.process_time() - cpu) / total
-
     try:
         for burst in RAW_BURSTS:
-            await once(max(1, messages // 10), burst)
-            rates, cpus = [], []
-            for _ in range(repeat):
-                rate, cpu = await once(messages, burst)
-                rates.append(rate)
-                cpus.append(cpu)
-            runs.append(RawRun(burst, statistics.median(rates), statistics.median(cpus)))
+            await raw.measure(
+                raw.STREAM, sender, receiver, counter, max(1, count // 10), burst, PAYLOAD_SIZE
+            )
+            measured = [
+                await raw.measure(raw.STREAM, sender, receiver, counter, count, burst, PAYLOAD_SIZE)
+                for _ in range(repeat)
+            ]
+            rate = statistics.median(r.rate for r in measured)
+            runs.append(RawRun(burst, rate, statistics.median(r.cpu for r in measured)))
     finally:
         for node in nodes:
             await node.close()

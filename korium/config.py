@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from korium.errors import ConfigError
 from korium.identity import DEFAULT_DIFFICULTY, DEFAULT_MAX_AGE_S
 from korium.identity.pow import check_difficulty
 from korium.rpc.dispatch import RpcConfig
 from korium.transport.smartsock import TransportConfig
+
+T = TypeVar("T")
+
+
+def plugin_config(cls: type[T], settings: Mapping[str, Any], plugin: str) -> T:
+    """The dataclass *cls* built from *plugin*'s settings section (``NodeConfig.settings``).
+
+    Unknown keys are an error naming the known ones, so a typo never passes silently; the
+    dataclass validates the values itself.
+    """
+    known = {f.name for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ConfigError(
+            f"{plugin}: unknown setting {unknown[0]!r}; known settings: {', '.join(sorted(known))}"
+        )
+    return cls(**dict(settings))
 
 
 @dataclass(slots=True)

@@ -5,11 +5,11 @@ Every table and cache has a cap here; the defaults are the spec's constants.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from korium.config import plugin_config
 from korium.errors import ConfigError
 from korium.netaddr import DEFAULT_EXEMPT_NETWORKS, ExemptNetworks, IpAddress
 
@@ -178,13 +178,7 @@ class DhtConfig:
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> DhtConfig:
         """Build from a plugin settings section; unknown keys are an error (typos)."""
-        known = {f.name for f in dataclasses.fields(cls) if f.init}
-        unknown = sorted(set(settings) - known)
-        if unknown:
-            raise ConfigError(
-                f"dht: unknown setting {unknown[0]!r}; known settings: {', '.join(sorted(known))}"
-            )
-        return cls(**dict(settings))
+        return plugin_config(cls, settings, "dht")
 
 
 def _order(name: str, low_value: int, value: int, high_value: int, *, low: int) -> None:

@@ -8,12 +8,12 @@ Every queue and table has a cap here.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeGuard
 
+from korium.config import plugin_config
 from korium.errors import ConfigError
 from korium.netaddr import DEFAULT_EXEMPT_NETWORKS, ExemptNetworks
 from korium_gossipsub.score import ScoreParams, ScoreThresholds
@@ -246,14 +246,7 @@ class GossipConfig:
     @classmethod
     def from_settings(cls, settings: Mapping[str, Any]) -> GossipConfig:
         """Build from a plugin settings section; unknown keys are an error (typos)."""
-        known = {f.name for f in dataclasses.fields(cls) if f.init}
-        unknown = sorted(set(settings) - known)
-        if unknown:
-            raise ConfigError(
-                f"gossipsub: unknown setting {unknown[0]!r}; known settings: "
-                + ", ".join(sorted(known))
-            )
-        return cls(**dict(settings))
+        return plugin_config(cls, settings, "gossipsub")
 
 
 def _is_int(value: object) -> bool:

@@ -19,6 +19,7 @@ Flow control, end to end:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import ipaddress
 import logging
@@ -37,7 +38,7 @@ from korium.transport.addresses import format_address, parse_addresses
 from korium_gossipsub import messages as wire
 from korium_gossipsub.caches import Verdict
 from korium_gossipsub.config import GossipConfig
-from korium_gossipsub.errors import GossipDecodeError
+from korium_gossipsub.errors import GossipDecodeError, MessageTooLargeError
 from korium_gossipsub.router import Incoming, Router
 from korium_gossipsub.score import PeerScore
 
@@ -92,6 +93,7 @@ class GossipService:
         self._flush_handle: asyncio.Handle | None = None
         self._heartbeat: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._dials: set[asyncio.Task[None]] = set()
         self._publish_bucket: TokenBucket | None = None
         self._started = False
 
@@ -113,7 +115,9 @@ class GossipService:
             return
         self._started = False
         self.rpc.unregister(wire.PROTOCOL)
-        tasks = [t for t in (self._heartbeat, *self._senders.values(), *self._tasks) if t]
+        tasks = [
+            t for t in (self._heartbeat, *self._senders.values(), *self._tasks, *self._dials) if t
+        ]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -171,6 +175,11 @@ class GossipService:
         :class:`~korium_gossipsub.errors.MessageTooLargeError` for bad input.
         """
         wire.check_topic(topic)
+        if len(data) > self.config.max_message_size:  # refused before it costs a token
+            raise MessageTooLargeError(
+                f"message of {len(data)} bytes exceeds the {self.config.max_message_size}-byte "
+                "limit"
+            )
         await self._publish_token()
         while True:
             now = self._now()
@@ -183,7 +192,8 @@ class GossipService:
                 break
             self.stats_counter["publish_waits"] += 1
             self._drained.clear()
-            await self._drained.wait()
+            with contextlib.suppress(TimeoutError):  # look again at least every heartbeat
+                await asyncio.wait_for(self._drained.wait(), self.config.heartbeat_s)
         _, count = self.router.publish(topic, data, self._now(), wall_time_ms())
         self._flush_soon()
         return count
@@ -411,7 +421,7 @@ class GossipService:
         offered, self.router.px_candidates = self.router.px_candidates, []
         connected = set(self.rpc.connected_peers())
         for px in offered:
-            if len(self._tasks) >= MAX_PX_DIALS:
+            if len(self._dials) >= MAX_PX_DIALS:
                 self.stats_counter["px_skipped"] += 1
                 continue
             try:
@@ -421,7 +431,9 @@ class GossipService:
                 continue
             if peer in connected or peer in self.router.peers or peer == self.identity:
                 continue
-            self._spawn(self._dial(peer, px.addresses))
+            dial = asyncio.ensure_future(self._dial(peer, px.addresses))
+            self._dials.add(dial)
+            dial.add_done_callback(self._dials.discard)
 
     async def _dial(self, peer: Identity, addresses: list[str]) -> None:
         hello = wire.Frame(
