@@ -38,9 +38,10 @@ Runs:
 1. **Offered 100 msg/s** (py-libp2p's ``*_p10`` runs): ``--messages`` messages (default 1,000)
    paced at 100/s by node 0 (the hub), default settings (``publish_rate`` 100/s). Delivered /
    expected, latency median and p99 overall and by hop distance from the publisher ("per
-   hop" = median / hops; also split into messages sent in the first second, while each
-   sender's budget of 50 unpaced frames lasts, and after it, when frames to a peer are paced
-   at the receiver's 50 frames/s limit), messages/s delivered to all, hop-deliveries/s.
+   hop" = median / hops; also split into messages sent while each sender's budget of
+   unpaced frames lasts (half the receiver's burst of ``receive_burst`` = 500 frames: about
+   5 s at 100 msg/s), and after it, when frames to a peer are paced at the receiver's
+   50 frames/s limit), messages/s delivered to all, hop-deliveries/s.
 2. **Saturation**: clusters of the same shape whose nodes are built with
    ``plugin_settings("gossipsub", publish_rate=1_000_000)``: the publish rate limit (100/s by
    default, a per-node security setting) would otherwise cap the offered load, so it is raised
@@ -113,6 +114,7 @@ from _report import status, table
 from korium_gossipsub import messages as wire
 from korium_gossipsub import plugin as gossip_plugin
 from korium_gossipsub import service as gossip_service
+from korium_gossipsub.config import GossipConfig
 
 from korium.identity import Identity, Keypair
 from korium.node import Node
@@ -126,8 +128,10 @@ LINE6: Final = "line6"
 STAR10: Final = "star10"
 TOPOLOGIES: Final = (LINE6, STAR10)
 OFFERED_RATE: Final = 100.0
-BURST_WINDOW: Final = 1.0
-"""The sender's frame budget (a burst of receive_rate = 50 frames) lasts about this long."""
+_DEFAULTS: Final = GossipConfig()
+SENDER_BURST: Final = _DEFAULTS.receive_burst // 2
+BURST_WINDOW: Final = SENDER_BURST / (OFFERED_RATE - _DEFAULTS.receive_rate)
+"""At one frame per message, the sender's unpaced frame budget lasts about this long."""
 SATURATION_PUBLISH_RATE: Final = 1_000_000.0
 """``publish_rate`` of the saturation clusters' nodes (the default is 100/s)."""
 TARGET: Final = 4_000.0
@@ -698,9 +702,10 @@ def report_offered(results: dict[str, Result]) -> None:
     )
     print()
     print(
-        "   Latency by hop distance from the publisher (offered 100 msg/s); 'first second' = "
+        "   Latency by hop distance from the publisher (offered 100 msg/s); 'first' = "
         f"messages sent in the first {BURST_WINDOW:.0f} s, while the sender's frame budget "
-        "(a burst of 50 frames) lasts; 'after' = the rest, paced at 50 frames/s per peer"
+        f"(a burst of {SENDER_BURST} frames) lasts; 'after' = the rest, paced at "
+        f"{_DEFAULTS.receive_rate:.0f} frames/s per peer"
     )
     rows = []
     for topology, r in results.items():
@@ -728,7 +733,7 @@ def report_offered(results: dict[str, Result]) -> None:
             "median ms",
             "p99 ms",
             "median/hop ms",
-            "first second: median",
+            "first: median",
             "after: median",
             "p99",
         ],

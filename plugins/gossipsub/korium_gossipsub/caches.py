@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -84,8 +85,19 @@ class MessageCache(Generic[T]):
     """Messages of the last *history_length* heartbeats, by id; ids of the newest
     *history_gossip* heartbeats by topic, for IHAVE. ``shift()`` once per heartbeat."""
 
-    def __init__(self, history_length: int, history_gossip: int) -> None:
+    def __init__(
+        self,
+        history_length: int,
+        history_gossip: int,
+        max_bytes: int = 2**62,
+        size: Callable[[T], int] = lambda entry: 0,
+    ) -> None:
         self.history_gossip = history_gossip
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.evicted = 0
+        """Messages dropped before their time because the cache held max_bytes."""
+        self._size = size
         self._messages: dict[bytes, tuple[str, T]] = {}
         self._windows: deque[dict[str, list[bytes]]] = deque(
             [{} for _ in range(history_length)], maxlen=history_length
@@ -99,6 +111,22 @@ class MessageCache(Generic[T]):
             return
         self._messages[msg_id] = (topic, entry)
         self._windows[0].setdefault(topic, []).append(msg_id)
+        self.bytes += self._size(entry)
+        if self.bytes > self.max_bytes:
+            self._trim()
+
+    def _trim(self) -> None:
+        """Drop the oldest messages until the cache fits in max_bytes again."""
+        for window in reversed(self._windows):
+            for ids in window.values():
+                for msg_id in ids:
+                    if self.bytes <= self.max_bytes:
+                        return
+                    found = self._messages.pop(msg_id, None)
+                    if found is not None:
+                        self.bytes -= self._size(found[1])
+                        self._sent.pop(msg_id, None)
+                        self.evicted += 1
 
     def get(self, msg_id: bytes) -> T | None:
         found = self._messages.get(msg_id)
@@ -124,7 +152,9 @@ class MessageCache(Generic[T]):
         """Start a new window; the oldest one's messages are dropped."""
         for ids in self._windows[-1].values():
             for msg_id in ids:
-                self._messages.pop(msg_id, None)
+                found = self._messages.pop(msg_id, None)
+                if found is not None:
+                    self.bytes -= self._size(found[1])
                 self._sent.pop(msg_id, None)
         self._windows.appendleft({})
 

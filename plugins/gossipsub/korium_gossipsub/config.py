@@ -107,6 +107,13 @@ class GossipConfig:
     """Frames per second accepted from one peer (bursts of twice that); the excess is dropped,
     counted and penalised. Senders pace their frames to this rate and batch the messages that
     accumulate meanwhile, so a topic can carry more messages per second than this."""
+    source_rate: float = 200.0
+    """New messages per second accepted from one publisher (twice the publish limit every
+    honest node keeps to), with a burst of the message cache's window (IWANT repair arrives at
+    once); the excess is dropped and counted, and costs a behaviour penalty when the
+    publisher itself delivered it."""
+    max_cache_bytes: int = 64 * 1024 * 1024
+    """Bytes of message data the message cache holds at most (oldest dropped first)."""
     receive_burst: int = 500
     """Frames from one peer accepted at once above the rate (10 s worth). Senders pace with
     half of it, so frames held up by a congested path and then released together are not
@@ -159,6 +166,7 @@ class GossipConfig:
             "peer_control_queue",
             "max_frame_bytes",
             "receive_burst",
+            "max_cache_bytes",
             "opportunistic_graft_ticks",
         ):
             _positive_int(name, getattr(self, name))
@@ -197,6 +205,7 @@ class GossipConfig:
             "idontwant_ttl_s",
             "publish_rate",
             "receive_rate",
+            "source_rate",
             "keepalive_s",
         ):
             _positive_number(name, getattr(self, name))

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from korium.identity import Identity, Keypair
-from korium.limits import TokenBucket
+from korium.limits import KeyedRateLimiter, TokenBucket
 from korium_gossipsub import messages as wire
 from korium_gossipsub.caches import MessageCache, SeenCache, Verdict
 from korium_gossipsub.config import GossipConfig
@@ -42,6 +42,8 @@ from korium_gossipsub.score import PeerScore
 MAX_PROMISES = 10_000
 """IWANT promises tracked at once (ids asked for and not yet delivered)."""
 MAX_BACKOFFS = 10_000
+MAX_SOURCES = 10_000
+"""Publishers whose message rate is tracked (least recently seen forgotten first)."""
 MAX_PX_CANDIDATES = 64
 MAX_PENDING_COPIES = 64
 """Copies of one message remembered while it is being validated."""
@@ -149,8 +151,19 @@ class Router:
         self.backoff: OrderedDict[tuple[Identity, str], float] = OrderedDict()
         self.seen = SeenCache(config.seen_ttl_s, config.max_seen)
         self.mcache: MessageCache[Message] = MessageCache(
-            config.history_length, config.history_gossip
+            config.history_length,
+            config.history_gossip,
+            config.max_cache_bytes,
+            lambda message: message.size + MESSAGE_OVERHEAD,
         )
+        # a burst of the whole message-cache window: IWANT repair of a publisher's last few
+        # seconds arrives at once and must pass
+        window = config.history_length * config.heartbeat_s
+        burst = max(1, int(config.source_rate * window))
+        self.sources: KeyedRateLimiter[bytes] = KeyedRateLimiter(
+            burst, burst / config.source_rate, MAX_SOURCES
+        )
+        """New messages accepted per publisher."""
         self.promises: OrderedDict[bytes, tuple[Identity, float]] = OrderedDict()
         self.seqno = wire.SeqnoClock()
         self.dirty: set[Identity] = set()
@@ -384,6 +397,11 @@ class Router:
             return None
         if source == self.identity:  # our own message, forgotten: refuse, do not re-deliver
             stats["own_messages_returned"] += 1
+            return None
+        if not self.sources.allow(message.source, now):
+            stats["dropped_source_rate"] += 1
+            if source == peer:  # it floods with its own messages
+                self.score.add_penalty(peer, self.config.flood_penalty)
             return None
         self.seen.add(message.id, now, Verdict.PENDING)
         self._pending[message.id] = []

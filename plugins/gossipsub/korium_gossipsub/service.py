@@ -286,6 +286,8 @@ class GossipService:
                 "gossipsub.seen": len(router.seen),
                 "gossipsub.seen_evicted": router.seen.evicted,
                 "gossipsub.message_cache": len(router.mcache),
+                "gossipsub.message_cache_bytes": router.mcache.bytes,
+                "gossipsub.message_cache_evicted": router.mcache.evicted,
                 "gossipsub.scored_peers": len(self.score),
                 "gossipsub.promises": len(router.promises),
                 "gossipsub.backlog": len(self._backlog),

@@ -228,3 +228,18 @@ def test_message_cache_matches_a_model(ops: list[tuple[bool, str]]) -> None:
             if t == topic and window - w < gossip
         ]
         assert cache.gossip_ids(topic) == expected
+
+
+def test_message_cache_drops_its_oldest_messages_beyond_max_bytes() -> None:
+    cache: MessageCache[bytes] = MessageCache(5, 3, max_bytes=250, size=len)
+    for index in range(3):
+        cache.put(bytes([index]) * 32, "t", bytes(100))
+        cache.shift()
+    assert len(cache) == 2  # the first went when the third arrived
+    assert cache.bytes == 200
+    assert cache.evicted == 1
+    assert bytes([0]) * 32 not in cache
+    assert cache.get(bytes([2]) * 32) == bytes(100)
+    for _ in range(5):
+        cache.shift()
+    assert (len(cache), cache.bytes, cache.evicted) == (0, 0, 1)

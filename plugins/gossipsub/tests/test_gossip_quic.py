@@ -634,6 +634,22 @@ async def test_received_message_over_configured_max_message_size_is_refused(
     assert part(victim, sender, "p4") == 0.0  # a larger limit elsewhere is not misbehaviour
 
 
+async def test_a_message_of_the_largest_size_crosses_real_quic(
+    gossip_node: NodeFactory, link: Link, inbox: Callable[..., Inbox]
+) -> None:
+    receiver, sender = await gossip_node(), await gossip_node()
+    await link(sender, receiver)
+    await subscribe_all([receiver, sender])
+    box = inbox(receiver)
+    largest = bytes(range(256)) * (korium_gossipsub.MAX_MESSAGE_SIZE // 256)
+    assert len(largest) == 64 * 1024
+    assert await sender.publish(TOPIC, largest) == 1
+    with pytest.raises(korium_gossipsub.MessageTooLargeError, match="65537 bytes"):
+        await sender.publish(TOPIC, largest + b"!")
+    await wait_until(lambda: box.payloads == [largest], "the 64 KiB message")
+    assert stat(receiver, "rejected") == 0
+
+
 # -- 6. the application API -----------------------------------------------------------------------
 
 

@@ -1192,7 +1192,7 @@ def test_iwant_ids_dropped_from_the_control_queue_are_not_promised() -> None:
 
 
 def test_a_frame_never_carries_more_messages_than_the_wire_allows() -> None:
-    net = Net(peer_queue=1500)
+    net = Net(peer_queue=1500, source_rate=2000.0)  # one publisher, 1,001 at once
     a, b = net.router(), net.router()
     net.connect(a, b)
     b.subscribe(TOPIC, net.now)
@@ -1267,3 +1267,25 @@ def test_an_honest_iwant_answer_is_not_penalised() -> None:
     net.beat(b)
     assert b.stats["broken_promises"] == 0
     assert b.score.score(a.identity) >= 0.0
+
+
+def test_messages_of_one_publisher_beyond_its_rate_are_dropped() -> None:
+    net = Net(source_rate=10.0, history_length=5)  # burst 10/s x 5 s = 50
+    router, (relay,) = subscribed_with_mesh(net, 1)
+    publisher = Keypair.generate()
+    router.add_peer(publisher.identity, None, net.now)
+    relayed = [signed(net, publisher, b"r%d" % i, ms=i) for i in range(30)]
+    for message in relayed:  # forwarded by a relay: dropped beyond the burst, no penalty
+        for incoming in send(net, router, relay, Frame(messages=[message])):
+            router.finish(incoming, Verdict.ACCEPTED, net.now)
+    direct = [signed(net, publisher, b"d%d" % i, ms=100 + i) for i in range(30)]
+    for message in direct:  # the publisher floods itself: dropped and penalised
+        for incoming in send(net, router, publisher.identity, Frame(messages=[message])):
+            router.finish(incoming, Verdict.ACCEPTED, net.now)
+    assert router.stats["delivered"] == 50
+    assert router.stats["dropped_source_rate"] == 10
+    assert p(router, relay, net, "p7") == 0.0
+    assert p(router, publisher.identity, net, "p7") == pytest.approx(-10.0 * (10 * 0.1) ** 2)
+    net.advance(1.0)  # ten more tokens
+    late = signed(net, publisher, b"late")
+    assert len(send(net, router, relay, Frame(messages=[late]))) == 1

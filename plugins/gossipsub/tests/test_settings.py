@@ -55,8 +55,8 @@ def test_equal_settings_give_equal_configs() -> None:
 
 def test_settings_classification_covers_every_number() -> None:
     """The parametrised type checks below reach every numeric setting."""
-    assert len(INT_SETTINGS) == 26
-    assert len(FLOAT_SETTINGS) == 15
+    assert len(INT_SETTINGS) == 27
+    assert len(FLOAT_SETTINGS) == 16
     assert {"d", "d_out", "max_frame_bytes", "idontwant_threshold"} <= set(INT_SETTINGS)
     assert {"heartbeat_s", "gossip_factor", "flood_penalty"} <= set(FLOAT_SETTINGS)
 
@@ -139,7 +139,7 @@ BAD_INTS = [
 def test_zero_is_allowed_exactly_for_the_counts_that_may_be_empty() -> None:
     for name in ZERO_ALLOWED:
         assert getattr(GossipConfig.from_settings({name: 0}), name) == 0
-    assert len(BAD_INTS) == 26 * 8 - len(ZERO_ALLOWED)
+    assert len(BAD_INTS) == 27 * 8 - len(ZERO_ALLOWED)
 
 
 @pytest.mark.parametrize(("name", "value"), BAD_INTS)
