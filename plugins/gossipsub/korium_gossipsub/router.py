@@ -26,7 +26,7 @@ from __future__ import annotations
 import random
 import statistics
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -361,6 +361,8 @@ class Router:
     ) -> Incoming | None:
         stats = self.stats
         topic = message.topic
+        if state.out.messages:  # the peer has it: a copy still queued for it is not needed
+            self._cancel(state, {message.id}, "cancelled_peer_has_it")
         seen = self.seen.get(message.id)
         if seen is not None:
             stats["duplicates"] += 1
@@ -615,13 +617,17 @@ class Router:
                 self.stats["idontwant_ignored"] += 1
                 break
             table[msg_id] = expiry
+        if state.out.messages:  # forwards not sent yet are cancelled
+            self._cancel(state, table.keys(), "idontwant_cancelled")
+
+    def _cancel(self, state: PeerState, ids: Collection[bytes], counter: str) -> None:
+        """Drop queued forwards of *ids* to a peer that has them (our own messages still go)."""
         queue = state.out.messages
-        if queue:  # forwards not sent yet are cancelled (our own messages still go)
-            kept = [(m, own) for m, own in queue if own or m.id not in table]
-            if len(kept) < len(queue):
-                self.stats["idontwant_cancelled"] += len(queue) - len(kept)
-                queue.clear()
-                queue.extend(kept)
+        kept = [(m, own) for m, own in queue if own or m.id not in ids]
+        if len(kept) < len(queue):
+            self.stats[counter] += len(queue) - len(kept)
+            queue.clear()
+            queue.extend(kept)
 
     # -- mesh changes ---------------------------------------------------------------------
 
@@ -890,6 +896,9 @@ class Router:
         prune = _cut(out.prune, budget, lambda e: len(e.topic) + 8 + 120 * len(e.peers))
         iwant = _cut(out.iwant, budget, lambda e: ID_BYTES)
         ihave = _cut(out.ihave, budget, lambda e: len(e.topic) + 8 + ID_BYTES * len(e.ids))
+        if out.idontwant and out.messages:  # sending a message says we have it
+            queued = {m.id for m, _ in out.messages}
+            out.idontwant[:] = [i for i in out.idontwant if i not in queued]
         idontwant = _cut(out.idontwant, budget, lambda e: ID_BYTES)
         sent: list[Message] = []
         queue = out.messages

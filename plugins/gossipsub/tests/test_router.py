@@ -659,6 +659,33 @@ def test_idontwant_is_honoured_when_forwarding() -> None:
     assert second in messages_to(net, router, x)
 
 
+def test_idontwant_is_not_sent_to_a_peer_the_message_itself_goes_to() -> None:
+    net = Net()  # validated at once: the forward and the IDONTWANT leave together
+    router, (sender, x) = subscribed_with_mesh(net, 2)
+    big = signed(net, Keypair.generate(), bytes(4096))
+    (incoming,) = send(net, router, sender, Frame(messages=[big]))
+    router.finish(incoming, Verdict.ACCEPTED, net.now)
+    (frame,) = drain(net, router, x)  # one frame: the message says we have it
+    assert frame.idontwant == []
+    assert frame.messages == [big]
+
+
+def test_a_queued_forward_is_cancelled_when_the_peer_sends_that_message() -> None:
+    net = Net()
+    router, (sender, x) = subscribed_with_mesh(net, 2)
+    message = signed(net, Keypair.generate(), b"m")
+    (incoming,) = send(net, router, sender, Frame(messages=[message]))
+    router.finish(incoming, Verdict.ACCEPTED, net.now)
+    assert router.queued(x) == 1
+    send(net, router, x, Frame(messages=[message]))  # x had it from elsewhere
+    assert router.queued(x) == 0
+    assert router.stats["cancelled_peer_has_it"] == 1
+    assert router.stats["duplicates"] == 1
+    own, _ = router.publish(TOPIC, b"own", net.now, net.wall_ms)
+    send(net, router, x, Frame(messages=[own]))  # an echo of our own: ours still goes
+    assert messages_to(net, router, x) == [own]
+
+
 # -- bad input ----------------------------------------------------------------------------------
 
 
