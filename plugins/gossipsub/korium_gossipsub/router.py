@@ -546,6 +546,18 @@ class Router:
             self._on_subscription(peer, state, wire.SubOpt(True, topic), now)
         mesh.add(peer)
         self.score.graft(peer, topic, now)
+        self._catch_up(peer, topic)
+
+    def _catch_up(self, peer: Identity, topic: str) -> None:
+        """A new mesh peer hears at once what we have of *topic* (IHAVE): messages published
+        just before it joined would otherwise reach it from nobody, since its new mesh peers
+        no longer gossip to it."""
+        ids = self.mcache.gossip_ids(topic)
+        state = self.peers.get(peer)
+        if ids and state is not None:
+            state.out.ihave.append(wire.IHave(topic, ids[: self.config.max_ihave_length]))
+            self._touch(peer, state)
+            self.stats["ihave_catch_up"] += 1
 
     def _on_prune(self, peer: Identity, prune: wire.Prune, now: float) -> None:
         topic = prune.topic
@@ -638,6 +650,7 @@ class Router:
         state.out.graft.append(wire.Graft(topic))
         self._touch(peer, state)
         self.stats["grafts_sent"] += 1
+        self._catch_up(peer, topic)
 
     def _prune(self, peer: Identity, topic: str, now: float, *, px: bool, backoff_s: float) -> None:
         self.mesh[topic].discard(peer)

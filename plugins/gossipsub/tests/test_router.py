@@ -1316,3 +1316,20 @@ def test_messages_of_one_publisher_beyond_its_rate_are_dropped() -> None:
     net.advance(1.0)  # ten more tokens
     late = signed(net, publisher, b"late")
     assert len(send(net, router, relay, Frame(messages=[late]))) == 1
+
+
+def test_a_new_mesh_peer_hears_what_we_have_at_once() -> None:
+    net = Net()
+    a = net.router()
+    a.subscribe(TOPIC, net.now)
+    before = [a.publish(TOPIC, b"%d" % i, net.now, net.wall_ms)[0] for i in range(3)]
+    joiner = net.router()
+    net.connect(a, joiner)
+    joiner.subscribe(TOPIC, net.now)
+    net.flush()  # subscriptions exchanged
+    net.advance(1)
+    net.beat(joiner)  # joiner grafts a; a accepts and answers with IHAVE, then IWANT
+    assert a.stats["ihave_catch_up"] == 1
+    assert sorted(m.data for m, _ in joiner.delivered) == sorted(m.data for m in before)
+    assert joiner.stats["iwant_served"] == 0
+    assert a.stats["iwant_served"] == 3
