@@ -2,7 +2,8 @@
 
 The driver (:mod:`korium_gossipsub.service`) feeds it events (a peer connected, a frame
 arrived, a heartbeat, a local publish) and carries out its decisions: every peer with
-something to send is in :attr:`Router.dirty`, and :meth:`Router.take` cuts its next frame.
+something to send is in :attr:`Router.dirty`, and :meth:`Router.take` cuts its next frame from
+that peer's :class:`~korium_gossipsub.outbox.Outbox`.
 Messages that passed every protocol check wait in :meth:`Router.receive`'s result for the
 application's validators; :meth:`Router.finish` then delivers and forwards them (or penalises
 their sender).
@@ -26,9 +27,8 @@ from __future__ import annotations
 import random
 import statistics
 from collections import Counter, OrderedDict, deque
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
 
 from korium.identity import Identity, Keypair
 from korium.limits import KeyedRateLimiter, TokenBucket
@@ -37,6 +37,7 @@ from korium_gossipsub.caches import MessageCache, SeenCache, Verdict
 from korium_gossipsub.config import GossipConfig
 from korium_gossipsub.errors import MessageTooLargeError, TooManyTopicsError
 from korium_gossipsub.messages import Frame, Message
+from korium_gossipsub.outbox import MESSAGE_OVERHEAD, Outbox
 from korium_gossipsub.score import PeerScore
 
 MAX_PROMISES = 10_000
@@ -47,10 +48,6 @@ MAX_SOURCES = 10_000
 MAX_PX_CANDIDATES = 64
 MAX_PENDING_COPIES = 64
 """Copies of one message remembered while it is being validated."""
-ID_BYTES = 35
-"""Bytes of one message id on the wire (32 plus MessagePack framing)."""
-MESSAGE_OVERHEAD = 160
-"""Bytes of a message's envelope (id, source, seqno, signature, framing), for frame sizing."""
 
 
 @dataclass(slots=True)
@@ -65,43 +62,6 @@ class Incoming:
 
 
 @dataclass(slots=True)
-class Outgoing:
-    """What waits to be sent to one peer: control first, then messages."""
-
-    subscriptions: list[wire.SubOpt] = field(default_factory=list)
-    graft: list[wire.Graft] = field(default_factory=list)
-    prune: list[wire.Prune] = field(default_factory=list)
-    iwant: list[bytes] = field(default_factory=list)
-    ihave: list[wire.IHave] = field(default_factory=list)
-    idontwant: list[bytes] = field(default_factory=list)
-    messages: deque[tuple[Message, bool]] = field(default_factory=deque)
-    """(message, own): own messages are never dropped for space, forwarded ones may be."""
-    keepalive: bool = False
-
-    def control_size(self) -> int:
-        return (
-            len(self.subscriptions)
-            + len(self.graft)
-            + len(self.prune)
-            + len(self.iwant)
-            + len(self.ihave)
-            + len(self.idontwant)
-        )
-
-    def __bool__(self) -> bool:
-        return bool(
-            self.messages
-            or self.keepalive
-            or self.subscriptions
-            or self.graft
-            or self.prune
-            or self.iwant
-            or self.ihave
-            or self.idontwant
-        )
-
-
-@dataclass(slots=True)
 class PeerState:
     """What the router knows about one connected peer."""
 
@@ -113,7 +73,7 @@ class PeerState:
     sending: TokenBucket
     """Frames sent to the peer: paced at its receive rate, so we never trip its limit."""
     topics: set[str] = field(default_factory=set)
-    out: Outgoing = field(default_factory=Outgoing)
+    out: Outbox = field(default_factory=Outbox)
     idontwant: OrderedDict[bytes, float] = field(default_factory=OrderedDict)
     ihaves: int = 0
     """IHAVE messages received this heartbeat."""
@@ -362,7 +322,7 @@ class Router:
         stats = self.stats
         topic = message.topic
         if state.out.messages:  # the peer has it: a copy still queued for it is not needed
-            self._cancel(state, {message.id}, "cancelled_peer_has_it")
+            self.stats["cancelled_peer_has_it"] += state.out.cancel((message.id,))
         seen = self.seen.get(message.id)
         if seen is not None:
             stats["duplicates"] += 1
@@ -630,16 +590,7 @@ class Router:
                 break
             table[msg_id] = expiry
         if state.out.messages:  # forwards not sent yet are cancelled
-            self._cancel(state, table.keys(), "idontwant_cancelled")
-
-    def _cancel(self, state: PeerState, ids: Collection[bytes], counter: str) -> None:
-        """Drop queued forwards of *ids* to a peer that has them (our own messages still go)."""
-        queue = state.out.messages
-        kept = [(m, own) for m, own in queue if own or m.id not in ids]
-        if len(kept) < len(queue):
-            self.stats[counter] += len(queue) - len(kept)
-            queue.clear()
-            queue.extend(kept)
+            self.stats["idontwant_cancelled"] += state.out.cancel(table.keys())
 
     # -- mesh changes ---------------------------------------------------------------------
 
@@ -849,35 +800,15 @@ class Router:
     def _touch(self, peer: Identity, state: PeerState) -> None:
         self.dirty.add(peer)
         if state.out.control_size() > self.config.peer_control_queue:
-            self._trim_control(state.out)
-
-    def _trim_control(self, out: Outgoing) -> None:
-        """Over the control bound: gossip goes first (IHAVE, then IDONTWANT, then IWANT, whose
-        ids carry promises), oldest first; GRAFT, PRUNE and subscriptions are kept."""
-        for name in ("ihave", "idontwant", "iwant"):
-            entries: list[object] = getattr(out, name)
-            excess = out.control_size() - self.config.peer_control_queue
-            if excess <= 0:
-                return
-            cut = min(excess, len(entries))
-            del entries[:cut]
-            self.stats["control_dropped"] += cut
+            self.stats["control_dropped"] += state.out.trim_control(self.config.peer_control_queue)
 
     def _queue_message(self, peer: Identity, message: Message, *, own: bool) -> None:
         state = self.peers.get(peer)
         if state is None:
             return
-        queue = state.out.messages
-        if len(queue) >= self.config.peer_queue:
-            if not own:
-                self.stats["dropped_peer_queue"] += 1
-                return
-            for index, (_, was_own) in enumerate(queue):
-                if not was_own:
-                    del queue[index]
-                    self.stats["dropped_peer_queue"] += 1
-                    break
-        queue.append((message, own))
+        dropped = state.out.add_message(message, own=own, limit=self.config.peer_queue)
+        if dropped:
+            self.stats["dropped_peer_queue"] += dropped
         self.dirty.add(peer)
 
     def queued(self, peer: Identity) -> int:
@@ -903,63 +834,10 @@ class Router:
             self.dirty.discard(peer)
             return None
         out = state.out
-        budget = [self.config.max_frame_bytes]
-        subscriptions = _cut(out.subscriptions, budget, lambda e: len(e.topic) + 4)
-        graft = _cut(out.graft, budget, lambda e: len(e.topic) + 4)
-        prune = _cut(out.prune, budget, lambda e: len(e.topic) + 8 + 120 * len(e.peers))
-        iwant = _cut(out.iwant, budget, lambda e: ID_BYTES)
-        ihave = _cut(out.ihave, budget, lambda e: len(e.topic) + 8 + ID_BYTES * len(e.ids))
-        if out.idontwant and out.messages:  # sending a message says we have it
-            queued = {m.id for m, _ in out.messages}
-            out.idontwant[:] = [i for i in out.idontwant if i not in queued]
-        idontwant = _cut(out.idontwant, budget, lambda e: ID_BYTES)
-        sent: list[Message] = []
-        queue = out.messages
-        # a frame with IDONTWANT carries no message, so it arrives before a large one we
-        # also send and the peer can still cancel its own copy for us
-        while queue and len(sent) < wire.MAX_ENTRIES and not idontwant:
-            size = queue[0][0].size + MESSAGE_OVERHEAD
-            if size > budget[0] and (sent or budget[0] < self.config.max_frame_bytes):
-                break
-            sent.append(queue.popleft()[0])
-            budget[0] -= size
-        frame = Frame(
-            subscriptions=subscriptions,
-            messages=sent,
-            ihave=ihave,
-            iwant=[wire.IWant(chunk) for chunk in _chunks(iwant, wire.MAX_IDS)],
-            graft=graft,
-            prune=prune,
-            idontwant=[wire.IDontWant(chunk) for chunk in _chunks(idontwant, wire.MAX_IDS)],
-        )
-        out.keepalive = False
+        frame = out.cut(self.config.max_frame_bytes)
         state.last_sent = now
         if not out:
             self.dirty.discard(peer)
         self.stats["frames_sent"] += 1
-        self.stats["messages_sent"] += len(sent)
+        self.stats["messages_sent"] += len(frame.messages)
         return frame
-
-
-E = TypeVar("E")
-
-
-def _cut(entries: list[E], budget: list[int], size: Callable[[E], int]) -> list[E]:
-    """Take entries from the front of *entries* while *budget* (bytes left) allows, at most
-    MAX_ENTRIES; the first entry of a frame is taken whatever its size."""
-    count = 0
-    full = budget[0]
-    for entry in entries[: wire.MAX_ENTRIES]:
-        cost = size(entry)
-        if cost > budget[0] and (count or budget[0] < full):
-            break
-        budget[0] -= cost
-        count += 1
-    taken = entries[:count]
-    del entries[:count]
-    return taken
-
-
-def _chunks(items: list[bytes], size: int) -> Iterable[list[bytes]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
