@@ -43,11 +43,12 @@ Runs:
    5 s at 100 msg/s), and after it, when frames to a peer are paced at the receiver's
    50 frames/s limit), messages/s delivered to all, hop-deliveries/s.
 2. **Saturation**: clusters of the same shape whose nodes are built with
-   ``plugin_settings("gossipsub", publish_rate=1_000_000)``: the publish rate limit (100/s by
-   default, a per-node security setting) would otherwise cap the offered load, so it is raised
-   (on every node, since in the "all publish" runs every node publishes; nothing else
-   changes). A fresh cluster per configuration, warmed up for 0.5 s. Two publisher sets per
-   topology: the one publisher of run 1, and every node publishing an equal share. For each:
+   ``plugin_settings("gossipsub", publish_rate=1_000_000, source_rate=1_000_000)``: the
+   publish rate limit (100/s by default) and the per-publisher limit every receiver keeps
+   (200/s by default), both per-node security settings, would otherwise cap the offered load,
+   so they are raised (on every node; nothing else changes). A fresh cluster per
+   configuration, warmed up for 0.5 s. Two publisher sets per topology: the one publisher of
+   run 1, and every node publishing an equal share. For each:
 
    * **closed loop** (window 200): the publishers publish as fast as they can while at most
      200 messages are published and not yet delivered to every receiver, for ``--seconds``.
@@ -133,7 +134,8 @@ SENDER_BURST: Final = _DEFAULTS.receive_burst // 2
 BURST_WINDOW: Final = SENDER_BURST / (OFFERED_RATE - _DEFAULTS.receive_rate)
 """At one frame per message, the sender's unpaced frame budget lasts about this long."""
 SATURATION_PUBLISH_RATE: Final = 1_000_000.0
-"""``publish_rate`` of the saturation clusters' nodes (the default is 100/s)."""
+"""``publish_rate`` and ``source_rate`` of the saturation clusters' nodes (the defaults are
+100/s and 200/s)."""
 TARGET: Final = 4_000.0
 """Hop-deliveries per second per process at saturation (peers.md 4.1: about 10x py-libp2p)."""
 SUSTAINED_DELIVERED: Final = 0.999
@@ -744,8 +746,9 @@ def report_offered(results: dict[str, Result]) -> None:
 
 def report_saturation(found: list[Saturation], raw: RawRun) -> None:
     print(
-        f"2. Saturation: publish_rate raised to {SATURATION_PUBLISH_RATE:,.0f}/s on these "
-        "clusters' nodes (default 100/s); every node in this one process; a fresh cluster "
+        "2. Saturation: publish_rate and source_rate raised to "
+        f"{SATURATION_PUBLISH_RATE:,.0f}/s on these clusters' nodes (defaults 100/s and "
+        "200/s); every node in this one process; a fresh cluster "
         f"per configuration, warmed up {WARM_UP:.1f} s"
     )
     rows = []
@@ -913,7 +916,9 @@ class Saturation:
 
 async def saturation_cluster(topology: str, publishers: list[int]) -> Cluster:
     """A fresh cluster with the publish rate raised, warmed up (connections past slow start)."""
-    cluster = await Cluster.build(topology, publish_rate=SATURATION_PUBLISH_RATE)
+    cluster = await Cluster.build(
+        topology, publish_rate=SATURATION_PUBLISH_RATE, source_rate=SATURATION_PUBLISH_RATE
+    )
     await load(cluster, "warm-up", publishers, rate=None, window=WINDOW, seconds=WARM_UP)
     await settle()
     return cluster
@@ -1105,7 +1110,7 @@ def crypto_costs(samples: int = 2000) -> tuple[float, float]:
 async def profile(args: argparse.Namespace) -> None:
     """The single-publisher closed loop: once plain (true CPU), once under cProfile."""
     topology = args.profile
-    status(f"{topology}: building (publish_rate raised)")
+    status(f"{topology}: building (publish_rate and source_rate raised)")
     cluster = await saturation_cluster(topology, [0])
     try:
         status(f"{topology}: closed loop, no profiler")
