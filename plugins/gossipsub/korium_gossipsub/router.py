@@ -253,6 +253,11 @@ class Router:
         if mesh is None:  # not subscribed: fanout keeps a set of peers for a while
             fanout = self.fanout.get(topic)
             if fanout is None:
+                if len(self.fanout) >= self.config.max_topics:  # the least recently used goes
+                    stale = min(self.fanout, key=lambda t: self.fanout_last.get(t, now))
+                    del self.fanout[stale]
+                    self.fanout_last.pop(stale, None)
+                    self.stats["fanout_evicted"] += 1
                 fanout = self.fanout[topic] = set()
             self._fill(fanout, topic, now, threshold)
             self.fanout_last[topic] = now

@@ -1333,3 +1333,13 @@ def test_a_new_mesh_peer_hears_what_we_have_at_once() -> None:
     assert sorted(m.data for m, _ in joiner.delivered) == sorted(m.data for m in before)
     assert joiner.stats["iwant_served"] == 0
     assert a.stats["iwant_served"] == 3
+
+
+def test_fanout_topics_are_bounded_by_max_topics() -> None:
+    net = Net(max_topics=3)
+    router = net.router()
+    for index in range(5):
+        net.advance(1)
+        router.publish(f"f{index}", b"x", net.now, net.wall_ms)
+    assert sorted(router.fanout) == ["f2", "f3", "f4"]
+    assert router.stats["fanout_evicted"] == 2
