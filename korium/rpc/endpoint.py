@@ -549,8 +549,7 @@ class RpcEndpoint(ServesProtocols):
             assert existing is not None
             keep, retire = (conn, existing) if self._preferred(conn) else (existing, conn)
             self._pool[peer] = keep
-            retire.retiring = True
-            self._message_streams.pop(retire, None)
+            retire.retiring = True  # new messages go to the kept one; sent ones still arrive
             self.stats["duplicate_connections"] += 1
             self._retire_if_idle(retire)
         self._pool.move_to_end(peer)
@@ -624,7 +623,15 @@ class RpcEndpoint(ServesProtocols):
         return conn.dialed == (self.identity < peer)
 
     def _retire_if_idle(self, conn: PeerConnection) -> None:
-        if conn.retiring and conn.dialed and not conn.open_streams and not conn.closed:
+        """Close a retired duplicate once nothing is in flight on it: no request, and every
+        one-way message it carried acknowledged (closing would discard them)."""
+        if (
+            conn.retiring
+            and conn.dialed
+            and not conn.open_streams
+            and not conn.closed
+            and not self._unacked(conn)
+        ):
             self.stats["duplicates_closed"] += 1
             conn.close(error_code=CLOSE_DUPLICATE, reason="duplicate connection")
 
@@ -644,6 +651,10 @@ class RpcEndpoint(ServesProtocols):
         while True:
             await asyncio.sleep(interval)
             now = loop.time()
+            if self.sock is not None:  # retired duplicates whose messages were acked since
+                for conn in list(self.sock.connections):
+                    if conn.retiring:
+                        self._retire_if_idle(conn)
             for conn in list(self._pool.values()):
                 idle = now - self._last_used.get(conn, now)
                 if idle >= self.config.idle_close and not conn.open_streams:

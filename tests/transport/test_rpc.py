@@ -252,6 +252,27 @@ async def test_simultaneous_dials_end_with_one_connection(make_node: MakeNode) -
     assert failed == 0
 
 
+@pytest.mark.parametrize("attempt", range(3))  # each races two dials
+async def test_messages_sent_during_simultaneous_dials_all_arrive(
+    make_node: MakeNode, attempt: int
+) -> None:
+    a, b = await make_node(), await make_node()
+    at_a, at_b = _collect(a), _collect(b)
+    burst = [b"m%d" % i for i in range(200)]
+
+    async def flood(src: Node, dst: Node) -> None:
+        for body in burst:
+            await src.rpc.send_message(dst.identity, "test/msg/1", body, addresses=[dst.local_addr])
+
+    await asyncio.gather(flood(a, b), flood(b, a))
+    await _wait_for(lambda: len(at_a) == len(at_b) == 200, "every message of both floods")
+    assert sorted(at_a) == sorted(at_b) == sorted(burst)
+    await _wait_for(  # the retired duplicate closes once its messages are acknowledged
+        lambda: len(a.smartsock.connections) == len(b.smartsock.connections) == 1,
+        "the duplicate to close",
+    )
+
+
 async def test_pooled_connection_survives_idle_periods(make_node: MakeNode) -> None:
     # idle timeout 1 s, keep-alive every 0.25 s: without the pings the connection would die
     quick = NodeConfig(
