@@ -20,9 +20,16 @@ from typing import TYPE_CHECKING, Any, Self
 
 from cryptography import x509
 
-from korium.capabilities import DISCOVERY, PUBSUB, PubSubMessage, PubSubValidator
+from korium.capabilities import (
+    DISCOVERY,
+    PUBSUB,
+    WORKLOAD_IDENTITY,
+    Capability,
+    PubSubMessage,
+    PubSubValidator,
+)
 from korium.config import NodeConfig
-from korium.errors import ConfigError, KoriumError, PeerUnreachableError
+from korium.errors import CapabilityMissing, ConfigError, KoriumError, PeerUnreachableError
 from korium.identity import Contact, Identity, Keypair, NodeIdentity
 from korium.identity.pow import check_difficulty, solve_pow_async
 from korium.plugins import PluginHost, Profile, ServiceRegistry, await_results, resolve_maybe
@@ -70,6 +77,8 @@ class NodeBuilder:
         self._config = NodeConfig()
         self._profile = Profile()
         self._network: SimNetwork | None = None
+        self._needs: dict[str, Capability[Any]] = {}
+        """Builder options that only a plugin can carry out, and the capability they need."""
 
     def simulated(self, network: SimNetwork) -> Self:
         """Run on a :class:`korium.testing.SimNetwork` instead of a UDP socket.
@@ -108,6 +117,19 @@ class NodeBuilder:
         self._config = config
         return self
 
+    def spiffe_trust_domain(self, trust_domain: str) -> Self:
+        """Present ``spiffe://{trust_domain}/{identity}`` as a URI SAN in this node's
+        certificate (needs korium[spiffe], which validates it when the node is built)."""
+        self._config.settings("spiffe")["trust_domain"] = trust_domain
+        self._needs["spiffe_trust_domain"] = WORKLOAD_IDENTITY
+        return self
+
+    def spiffe_workload_path(self, workload_path: str) -> Self:
+        """Append ``/{workload_path}`` to this node's SPIFFE ID (needs korium[spiffe])."""
+        self._config.settings("spiffe")["workload_path"] = workload_path
+        self._needs["spiffe_workload_path"] = WORKLOAD_IDENTITY
+        return self
+
     def plugin_settings(self, plugin: str, **settings: Any) -> Self:
         """Settings for one plugin's section (validated by the plugin when building)."""
         self._config.settings(plugin).update(settings)
@@ -130,6 +152,11 @@ class NodeBuilder:
             raise ConfigError("give at most one of an identity, a keypair or a key file")
         self._config.validate()
         host = PluginHost(self._profile)
+        for needed_by, capability in self._needs.items():
+            if not any(capability in p.info.provides for p in host.plugins.values()):
+                raise CapabilityMissing(
+                    capability.name, needed_by=needed_by, extra=capability.extra
+                )
         host.hook.korium_configure(config=self._config)
         node = Node(
             await self._node_identity(), self._config, host, self._address, network=self._network

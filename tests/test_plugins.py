@@ -80,8 +80,8 @@ def test_explicit_empty_profile_loads_nothing_but_objects() -> None:
 
 
 def test_unknown_builtin_plugin_names_its_extra() -> None:
-    with pytest.raises(PluginLoadError, match=r"install korium\[spiffe\]"):
-        PluginHost(Profile(names=("spiffe",)))
+    with pytest.raises(PluginLoadError, match=r"install korium\[relay\]"):
+        PluginHost(Profile(names=("relay",)))
 
 
 def test_unknown_plugin_lists_installed_ones() -> None:
