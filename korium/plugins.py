@@ -296,6 +296,17 @@ class ServiceRegistry:
             raise CapabilityMissing(capability.name, needed_by=needed_by, extra=capability.extra)
         return entry[0]  # type: ignore[return-value]
 
+    def require_instance(self, capability: Capability[Any], kind: type[T]) -> T:
+        """The service for *capability* if it is a *kind* (a plugin reaching its own service
+        for introspection); PluginError if another plugin provides the capability."""
+        found = self.require(capability)
+        if not isinstance(found, kind):
+            raise PluginError(
+                f"this node's {capability.name} capability is provided by "
+                f"{self.provider(capability)!r}, not by {kind.__name__}"
+            )
+        return found
+
     def provider(self, capability: Capability[Any]) -> str | None:
         """Name of the plugin that provides *capability*, or None."""
         entry = self._services.get(capability)

@@ -206,6 +206,15 @@ def test_registry_provide_get_require() -> None:
     assert registry.capabilities() == [CLOCK]
 
 
+def test_registry_require_instance_checks_the_provider_class() -> None:
+    registry = ServiceRegistry()
+    clock = FixedClock()
+    registry.provide(CLOCK, clock, provider="clock")
+    assert registry.require_instance(CLOCK, FixedClock) is clock
+    with pytest.raises(PluginError, match=r"provided by 'clock', not by FakeDiscovery"):
+        registry.require_instance(CLOCK, FakeDiscovery)
+
+
 def test_registry_refuses_wrong_interface() -> None:
     registry = ServiceRegistry()
     with pytest.raises(TypeError, match="does not implement Discovery"):

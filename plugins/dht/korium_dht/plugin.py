@@ -25,10 +25,7 @@ korium_plugin = PluginInfo(
 
 def service(node: Node) -> DhtService:
     """The DHT service of *node* (for introspection: routing table, store, lookups)."""
-    found = node.services.require(DISCOVERY)
-    if not isinstance(found, DhtService):
-        raise KoriumError("this node's discovery capability is not provided by korium-dht")
-    return found
+    return node.services.require_instance(DISCOVERY, DhtService)
 
 
 def _advertised(node: Node) -> list[str]:

@@ -35,6 +35,9 @@ class Outbox:
     idontwant: list[bytes] = field(default_factory=list)
     messages: deque[tuple[Message, bool]] = field(default_factory=deque)
     """(message, own): own messages are never dropped for space, forwarded ones may be."""
+    forwarded: dict[bytes, int] = field(default_factory=dict)
+    """Ids of the forwarded messages in the queue (with their count), so finding a copy to
+    cancel costs a lookup, not a scan of the queue."""
     keepalive: bool = False
 
     def control_size(self) -> int:
@@ -62,20 +65,27 @@ class Outbox:
     def add_message(self, message: Message, *, own: bool, limit: int) -> int:
         """Queue *message*; returns how many messages were dropped for space (0 or 1)."""
         queue = self.messages
-        if len(queue) < limit:
-            queue.append((message, own))
-            return 0
-        if not own:
-            return 1
-        for index, (_, was_own) in enumerate(queue):
-            if not was_own:
-                del queue[index]
-                break
-        else:  # all queued messages are ours: the publisher's backpressure bounds them
-            queue.append((message, own))
-            return 0
+        dropped = 0
+        if len(queue) >= limit:
+            if not own:
+                return 1
+            for index, (evicted, was_own) in enumerate(queue):
+                if not was_own:
+                    del queue[index]
+                    self._forget(evicted)
+                    dropped = 1
+                    break
+            # else all queued messages are ours: the publisher's backpressure bounds them
         queue.append((message, own))
-        return 1
+        if not own:
+            self.forwarded[message.id] = self.forwarded.get(message.id, 0) + 1
+        return dropped
+
+    def _forget(self, message: Message) -> None:
+        """A forwarded *message* left the queue."""
+        count = self.forwarded.pop(message.id, 0)
+        if count > 1:
+            self.forwarded[message.id] = count - 1
 
     def trim_control(self, limit: int) -> int:
         """Drop gossip beyond *limit* control entries (IHAVE, then IDONTWANT, then IWANT,
@@ -92,12 +102,20 @@ class Outbox:
 
     def cancel(self, ids: Collection[bytes]) -> int:
         """Drop queued forwards of *ids* (the peer has them); returns how many."""
+        forwarded = self.forwarded
+        if len(ids) <= len(forwarded):
+            hits = {i for i in ids if i in forwarded}
+        else:
+            hits = {i for i in forwarded if i in ids}
+        if not hits:
+            return 0
         queue = self.messages
-        kept = [(m, own) for m, own in queue if own or m.id not in ids]
+        kept = [(m, own) for m, own in queue if own or m.id not in hits]
         cancelled = len(queue) - len(kept)
-        if cancelled:
-            queue.clear()
-            queue.extend(kept)
+        queue.clear()
+        queue.extend(kept)
+        for msg_id in hits:
+            del forwarded[msg_id]
         return cancelled
 
     def cut(self, max_bytes: int) -> Frame:
@@ -109,9 +127,8 @@ class Outbox:
         prune = _cut(self.prune, budget, lambda e: len(e.topic) + 8 + 120 * len(e.peers))
         iwant = _cut(self.iwant, budget, lambda e: ID_BYTES)
         ihave = _cut(self.ihave, budget, lambda e: len(e.topic) + 8 + ID_BYTES * len(e.ids))
-        if self.idontwant and self.messages:  # sending a message says we have it
-            queued = {m.id for m, _ in self.messages}
-            self.idontwant[:] = [i for i in self.idontwant if i not in queued]
+        if self.idontwant and self.forwarded:  # sending a message says we have it
+            self.idontwant[:] = [i for i in self.idontwant if i not in self.forwarded]
         idontwant = _cut(self.idontwant, budget, lambda e: ID_BYTES)
         sent: list[Message] = []
         queue = self.messages
@@ -121,7 +138,10 @@ class Outbox:
             size = queue[0][0].size + MESSAGE_OVERHEAD
             if size > budget[0] and (sent or budget[0] < max_bytes):
                 break
-            sent.append(queue.popleft()[0])
+            message, own = queue.popleft()
+            if not own:
+                self._forget(message)
+            sent.append(message)
             budget[0] -= size
         self.keepalive = False
         return Frame(

@@ -10,7 +10,6 @@ import asyncio
 from collections.abc import Awaitable
 
 from korium import PUBSUB, Identity, Node, NodeConfig, PluginInfo, hookimpl
-from korium.errors import KoriumError
 from korium_gossipsub.config import GossipConfig
 from korium_gossipsub.service import GossipService
 
@@ -25,10 +24,7 @@ korium_plugin = PluginInfo(
 
 def service(node: Node) -> GossipService:
     """The GossipSub service of *node* (validators, scores, mesh introspection)."""
-    found = node.services.require(PUBSUB)
-    if not isinstance(found, GossipService):
-        raise KoriumError("this node's pubsub capability is not provided by korium-gossipsub")
-    return found
+    return node.services.require_instance(PUBSUB, GossipService)
 
 
 @hookimpl

@@ -227,8 +227,16 @@ class Router:
             state.out.subscriptions.append(wire.SubOpt(False, topic))
             self._touch(peer, state)
 
-    def publish(self, topic: str, data: bytes, now: float, wall_ms: int) -> tuple[Message, int]:
-        """Sign *data* and queue it for its peers; returns the message and how many peers."""
+    def publish(
+        self,
+        topic: str,
+        data: bytes,
+        now: float,
+        wall_ms: int,
+        targets: list[Identity] | None = None,
+    ) -> tuple[Message, int]:
+        """Sign *data* and queue it for its peers (*targets*, if the caller just computed
+        them with :meth:`publish_targets`); returns the message and how many peers."""
         wire.check_topic(topic)
         if len(data) > self.config.max_message_size:
             raise MessageTooLargeError(
@@ -238,7 +246,8 @@ class Router:
         message = wire.sign(self.keypair, topic, self.seqno.next(wall_ms), bytes(data))
         self.seen.add(message.id, now, Verdict.ACCEPTED)
         self.mcache.put(message.id, topic, message)
-        targets = self.publish_targets(topic, now)
+        if targets is None:
+            targets = self.publish_targets(topic, now)
         for peer in targets:
             self._queue_message(peer, message, own=True)
         self.stats["published"] += 1
@@ -326,7 +335,7 @@ class Router:
     ) -> Incoming | None:
         stats = self.stats
         topic = message.topic
-        if state.out.messages:  # the peer has it: a copy still queued for it is not needed
+        if message.id in state.out.forwarded:  # the peer has it: our queued copy is not needed
             self.stats["cancelled_peer_has_it"] += state.out.cancel((message.id,))
         seen = self.seen.get(message.id)
         if seen is not None:
@@ -594,7 +603,7 @@ class Router:
                 self.stats["idontwant_ignored"] += 1
                 break
             table[msg_id] = expiry
-        if state.out.messages:  # forwards not sent yet are cancelled
+        if state.out.forwarded:  # forwards not sent yet are cancelled
             self.stats["idontwant_cancelled"] += state.out.cancel(table.keys())
 
     # -- mesh changes ---------------------------------------------------------------------

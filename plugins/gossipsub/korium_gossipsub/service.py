@@ -81,9 +81,7 @@ class GossipService:
         self.config = config
         self.rng = rng or random.Random()
         self.score = PeerScore(config.score, self._exempt)
-        self.router = Router(
-            keypair, config, self.score, rng=self.rng, addresses_of=self._addresses_of
-        )
+        self.router = self._make_router(keypair, config)
         self.stats_counter: Counter[str] = Counter()
         self._validators: dict[str, list[Validator]] = {}
         self._consumers: list[_Consumer] = []
@@ -96,6 +94,10 @@ class GossipService:
         self._dials: set[asyncio.Task[None]] = set()
         self._publish_bucket: TokenBucket | None = None
         self._started = False
+
+    def _make_router(self, keypair: Keypair, config: GossipConfig) -> Router:
+        """The router this driver runs (simulations override it with a misbehaving one)."""
+        return Router(keypair, config, self.score, rng=self.rng, addresses_of=self._addresses_of)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -183,18 +185,14 @@ class GossipService:
         await self._publish_token()
         while True:
             now = self._now()
-            full = [
-                p
-                for p in self.router.publish_targets(topic, now)
-                if self.router.queued(p) >= self.config.peer_queue
-            ]
-            if not full:
+            targets = self.router.publish_targets(topic, now)
+            if all(self.router.queued(p) < self.config.peer_queue for p in targets):
                 break
             self.stats_counter["publish_waits"] += 1
             self._drained.clear()
             with contextlib.suppress(TimeoutError):  # look again at least every heartbeat
                 await asyncio.wait_for(self._drained.wait(), self.config.heartbeat_s)
-        _, count = self.router.publish(topic, data, self._now(), wall_time_ms())
+        _, count = self.router.publish(topic, data, now, wall_time_ms(), targets)
         self._flush_soon()
         return count
 

@@ -160,12 +160,15 @@ class AttackerService(GossipService):
     def __init__(
         self, keypair: Keypair, rpc: Rpc, config: GossipConfig, behaviour: Behaviour
     ) -> None:
+        self.behaviour = behaviour
         super().__init__(keypair, rpc, config)
+
+    def _make_router(self, keypair: Keypair, config: GossipConfig) -> Router:
         router = AttackerRouter(
             keypair, config, self.score, rng=self.rng, addresses_of=self._addresses_of
         )
-        router.behaviour = behaviour
-        self.router = router
+        router.behaviour = self.behaviour
+        return router
 
 
 class AttackerPlugin:

@@ -57,34 +57,34 @@ def _knows(node: Node, peer: Node) -> bool:
 
 
 @pytest.fixture
-async def raw_node() -> AsyncIterator[RawNodeFactory]:
-    built: list[Node] = []
+async def built() -> AsyncIterator[list[Node]]:
+    """Nodes a test built; all closed at teardown."""
+    nodes: list[Node] = []
+    try:
+        yield nodes
+    finally:
+        await asyncio.gather(*(n.close() for n in nodes), return_exceptions=True)
 
+
+@pytest.fixture
+def raw_node(built: list[Node]) -> RawNodeFactory:
     async def make() -> Node:
         node = await Node.builder("127.0.0.1:0").difficulty(0).plugins([]).build()
         built.append(node)
         return node
 
-    try:
-        yield make
-    finally:
-        await asyncio.gather(*(n.close() for n in built), return_exceptions=True)
+    return make
 
 
 @pytest.fixture
-async def gossip_node() -> AsyncIterator[NodeFactory]:
-    built: list[Node] = []
-
+def gossip_node(built: list[Node]) -> NodeFactory:
     async def make(**settings: Any) -> Node:
         builder = Node.builder("127.0.0.1:0").difficulty(0).plugins([plugin])
         node = await builder.plugin_settings("gossipsub", **settings).build()
         built.append(node)
         return node
 
-    try:
-        yield make
-    finally:
-        await asyncio.gather(*(n.close() for n in built), return_exceptions=True)
+    return make
 
 
 @pytest.fixture

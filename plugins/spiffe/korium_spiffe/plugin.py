@@ -73,10 +73,7 @@ class SpiffeService:
 
 def service(node: Node) -> SpiffeService:
     """The SPIFFE service of *node*."""
-    found = node.services.require(WORKLOAD_IDENTITY)
-    if not isinstance(found, SpiffeService):
-        raise KoriumError("this node's workload identity is not provided by korium-spiffe")
-    return found
+    return node.services.require_instance(WORKLOAD_IDENTITY, SpiffeService)
 
 
 @hookimpl
