@@ -98,7 +98,8 @@ class DhtService:
         self._per_ip: KeyedRateLimiter[str] = KeyedRateLimiter(
             config.insertions_per_ip, config.insertion_window_s, config.rate_limiter_entries
         )
-        self._rng = rng or random.Random()
+        self.rng = rng or random.Random()
+        """Picks refresh targets; simulations seed it so a run is reproducible."""
         self._background: set[asyncio.Task[Any]] = set()
         self._resolving: set[Identity] = set()
         self._ticker: asyncio.Task[None] | None = None
@@ -225,7 +226,7 @@ class DhtService:
         # over the range, and spread contacts are what makes each hop gain bits.
         spread = REFRESH_SPREAD if only_empty else 1
         width = max(1, self.table.k // spread)
-        targets = [random_id_in_bucket(local, i, self._rng) for i in indexes for _ in range(spread)]
+        targets = [random_id_in_bucket(local, i, self.rng) for i in indexes for _ in range(spread)]
         await asyncio.gather(*(self.lookup(t, width=width) for t in targets))
         for index in indexes:
             self.table.mark_refreshed(index, self._now())

@@ -153,6 +153,7 @@ class SimDht:
             .simulated(self.network)
             .build()
         )
+        self.dht(node).rng = random.Random(rng.randbytes(16))  # the same seed, the same run
         if self.nodes and join:
             seed_node = rng.choice(self.nodes)
             await node.bootstrap(seed_node.identity, address)
