@@ -170,6 +170,17 @@ class CertificateIssuer(Protocol):
         """A DER certificate for this node's key, signed by the issuer."""
         ...
 
+    async def request_ca_certificate_from_mesh(
+        self, trust_domain: str, workload_path: str | None, config: Any
+    ) -> bytes:
+        """A DER workload certificate for this node from the CA *config* names (a
+        ``korium_threshold_ca.CaRequestConfig``), its SPIFFE ID in *trust_domain*."""
+        ...
+
+    async def request_ca_root_certificate(self, config: Any) -> bytes:
+        """The DER certificate of the CA that *config* names, self-signed by its signers."""
+        ...
+
 
 DISCOVERY: Capability[Discovery] = Capability("discovery", Discovery, extra="dht")
 PUBSUB: Capability[PubSub] = Capability("pubsub", PubSub, extra="gossipsub")

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Self
 from cryptography import x509
 
 from korium.capabilities import (
+    CERTIFICATE_ISSUER,
     DISCOVERY,
     PUBSUB,
     WORKLOAD_IDENTITY,
@@ -128,6 +129,13 @@ class NodeBuilder:
         """Append ``/{workload_path}`` to this node's SPIFFE ID (needs korium[spiffe])."""
         self._config.settings("spiffe")["workload_path"] = workload_path
         self._needs["spiffe_workload_path"] = WORKLOAD_IDENTITY
+        return self
+
+    def as_ca_signer(self, signer_state: Any) -> Self:
+        """Serve as a threshold CA signer with *signer_state* (a
+        ``korium_threshold_ca.SignerState`` from the key ceremony; needs korium[spiffe])."""
+        self._config.settings("threshold_ca")["signer_state"] = signer_state
+        self._needs["as_ca_signer"] = CERTIFICATE_ISSUER
         return self
 
     def plugin_settings(self, plugin: str, **settings: Any) -> Self:
@@ -540,6 +548,25 @@ class Node:
     def peer_score(self, peer: Identity) -> float:
         """This node's pubsub score of *peer* (needs korium[gossipsub])."""
         return self.services.require(PUBSUB, needed_by="peer_score").peer_score(peer)
+
+    async def request_ca_certificate_from_mesh(
+        self, trust_domain: str, workload_path: str | None, config: Any
+    ) -> bytes:
+        """A DER certificate for this node's key with SPIFFE ID in *trust_domain*, signed by
+        k signers of the threshold CA in *config* (a ``korium_threshold_ca.CaRequestConfig``;
+        needs korium[spiffe])."""
+        service = self.services.require(
+            CERTIFICATE_ISSUER, needed_by="request_ca_certificate_from_mesh"
+        )
+        return await service.request_ca_certificate_from_mesh(trust_domain, workload_path, config)
+
+    async def request_ca_root_certificate_from_mesh(self, config: Any) -> bytes:
+        """The threshold CA's own DER certificate, self-signed by k of its signers (the trust
+        anchor verifiers need; needs korium[spiffe])."""
+        service = self.services.require(
+            CERTIFICATE_ISSUER, needed_by="request_ca_root_certificate_from_mesh"
+        )
+        return await service.request_ca_root_certificate(config)
 
     # -- kernel internals -----------------------------------------------------------------------
 

@@ -209,13 +209,15 @@ class GossipService:
     def messages(self, topic: str | None = None) -> AsyncIterator[PubSubMessage]:
         """Messages of every subscribed topic (or of *topic*), in arrival order.
 
-        Each iterator has its own queue of ``delivery_queue`` messages; messages that arrived
-        before the first iterator was made wait in a backlog of the same size.
+        Each iterator has its own queue of ``delivery_queue`` messages; a message that no
+        iterator wants yet waits in a backlog of the same size for the first that does (so a
+        plugin reading one topic does not make the application miss the others).
         """
         consumer = _Consumer(topic, deque())
-        if not self._consumers:
-            consumer.queue.extend(m for m in self._backlog if topic in (None, m.topic))
-            self._backlog.clear()
+        kept: deque[PubSubMessage] = deque()
+        for message in self._backlog:
+            (consumer.queue if topic in (None, message.topic) else kept).append(message)
+        self._backlog = kept
         self._consumers.append(consumer)
         return self._iterate(consumer)
 
@@ -354,15 +356,14 @@ class GossipService:
 
     def _deliver(self, message: PubSubMessage) -> None:
         limit = self.config.delivery_queue
-        if not self._consumers:
+        consumers = [c for c in self._consumers if c.topic in (None, message.topic)]
+        if not consumers:
             if len(self._backlog) >= limit:
                 self._backlog.popleft()
                 self.stats_counter["delivery_dropped"] += 1
             self._backlog.append(message)
             return
-        for consumer in self._consumers:
-            if consumer.topic is not None and consumer.topic != message.topic:
-                continue
+        for consumer in consumers:
             if len(consumer.queue) >= limit:
                 consumer.queue.popleft()
                 self.stats_counter["delivery_dropped"] += 1

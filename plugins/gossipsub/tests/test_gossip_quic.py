@@ -713,6 +713,29 @@ async def test_every_consumer_gets_every_message_and_a_slow_one_loses_its_oldest
     assert kept == sent[-queue:]
 
 
+async def test_a_reader_of_one_topic_does_not_swallow_the_others(
+    gossip_node: NodeFactory, link: Link, inbox: Callable[..., Inbox]
+) -> None:
+    """A plugin reading only its own topic (the threshold CA reads ``csr``) must not make the
+    application miss messages of other topics that arrive before it starts reading."""
+    receiver = await gossip_node()
+    publisher = await gossip_node()
+    await link(publisher, receiver)
+    await subscribe_all([receiver, publisher])
+    await subscribe_all([receiver, publisher], "other")
+    plugin_reader = inbox(receiver, "other")
+    await publisher.publish("other", b"for the plugin")
+    await publisher.publish(TOPIC, b"for the application")
+    await wait_until(lambda: plugin_reader.payloads == [b"for the plugin"], "plugin's message")
+    await wait_until(lambda: stat(receiver, "delivered") == 2, "both delivered")
+
+    application = receiver.messages()  # made after both messages arrived
+    first = await asyncio.wait_for(anext(application), DEADLINE_S)
+    assert (first.topic, first.data) == (TOPIC, b"for the application")
+    assert stat(receiver, "delivery_dropped") == 0
+    assert gs(receiver).stats()["gossipsub.backlog"] == 0
+
+
 # -- 7. publish backpressure ----------------------------------------------------------------------
 
 

@@ -598,9 +598,10 @@ import importlib.metadata as metadata
 
 _entry_points = metadata.entry_points
 
-def without_spiffe(**selection):  # as if korium-spiffe were not installed
-    found = _entry_points(**selection)
-    return metadata.EntryPoints(ep for ep in found if ep.name != "spiffe")
+def without_spiffe(**selection):  # as if korium-spiffe were not installed (and so neither
+    found = _entry_points(**selection)  # korium-threshold-ca, which depends on it)
+    hidden = ("spiffe", "threshold_ca")
+    return metadata.EntryPoints(ep for ep in found if ep.name not in hidden)
 
 metadata.entry_points = without_spiffe
 """ + WITHOUT_SPIFFE.replace('.plugins(["dht", "gossipsub"])', "")
