@@ -107,7 +107,6 @@ class ThresholdCaService:
         self._attempts: dict[bytes, _Attempt] = {}
         self._dkg: dict[bytes, _DkgRun] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._started = False
 
     @property
     def pubsub(self) -> PubSub:
@@ -117,7 +116,6 @@ class ThresholdCaService:
 
     async def start(self) -> None:
         """Serve the CA protocol; a signer subscribes to CSRs and starts announcing itself."""
-        self._started = True
         self.node.rpc.register(wire.PROTOCOL, self._on_request)
         if self.settings.signer_state is not None:
             await self.serve_as_signer(self.settings.signer_state)
@@ -145,7 +143,6 @@ class ThresholdCaService:
 
     async def stop(self) -> None:
         """Stop serving; open requests and ceremonies fail."""
-        self._started = False
         self.node.rpc.unregister(wire.PROTOCOL)
         tasks = list(self._tasks)
         for task in tasks:
@@ -167,7 +164,7 @@ class ThresholdCaService:
 
     # -- RPC ----------------------------------------------------------------------------------
 
-    async def _on_request(self, peer: Identity, body: bytes) -> bytes:
+    def _on_request(self, peer: Identity, body: bytes) -> bytes:
         try:
             message = wire.decode(body)
         except wire.WireError as exc:
@@ -192,6 +189,9 @@ class ThresholdCaService:
 
     async def _serve_csrs(self, csrs: AsyncIterator[PubSubMessage]) -> None:
         async for message in csrs:
+            if len(self._tasks) >= self.settings.max_pending:
+                self.stats_counter["csrs_dropped_busy"] += 1  # a flood: answers are pending
+                continue
             self._spawn(self._answer_csr(message))
 
     async def _answer_csr(self, message: PubSubMessage) -> None:
@@ -389,17 +389,19 @@ class ThresholdCaService:
 
     @staticmethod
     async def _wait(holder: _Attempt | _DkgRun, done: Callable[[], bool], deadline: float) -> bool:
+        """Until *done()* (True) or the deadline (False); a ceremony's failure is raised."""
         loop = asyncio.get_running_loop()
-        while not done():
+        while True:
+            holder.changed.clear()  # before the checks: a change after them wakes the wait
+            if isinstance(holder, _DkgRun) and holder.failure is not None:
+                raise holder.failure
+            if done():
+                return True
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return False
-            holder.changed.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(holder.changed.wait(), remaining)
-            if isinstance(holder, _DkgRun) and holder.failure is not None:
-                raise holder.failure
-        return True
 
     # -- key ceremony -------------------------------------------------------------------------
 

@@ -47,8 +47,11 @@ async def make_node() -> AsyncIterator[NodeFactory]:
     """Nodes with gossipsub, spiffe and the threshold CA, closed at teardown."""
     built: list[Node] = []
 
-    async def make(keypair: Keypair | None = None, state: SignerState | None = None) -> Node:
+    async def make(
+        keypair: Keypair | None = None, state: SignerState | None = None, **settings: float
+    ) -> Node:
         builder = Node.builder("127.0.0.1:0").difficulty(0).plugins(PLUGINS)
+        builder.plugin_settings("threshold_ca", **settings)
         if keypair is not None:
             builder.keypair(keypair)
         if state is not None:
@@ -59,6 +62,14 @@ async def make_node() -> AsyncIterator[NodeFactory]:
 
     yield make
     await asyncio.gather(*(node.close() for node in built))
+
+
+def committee(n: int, k: int, **config: int) -> tuple[list[Keypair], dict[Identity, SignerState]]:
+    """Signer keypairs and their states, split by a trusted dealer (the ceremony is tested
+    over the mesh once; other tests need only the result)."""
+    keypairs = [Keypair.generate() for _ in range(n)]
+    ca_config = ThresholdCaConfig(n, k, TRUST_DOMAIN, **config)
+    return keypairs, dealer_split(ca_config, [kp.identity for kp in keypairs])
 
 
 async def connect_all(nodes: list[Node]) -> None:
@@ -79,6 +90,14 @@ def openssl_verify(
         text=True,
         check=False,
     )
+
+
+async def wait_until(condition: Callable[[], bool], what: str) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DEADLINE_S
+    while not condition():
+        assert loop.time() < deadline, f"not reached within {DEADLINE_S} s: {what}"
+        await asyncio.sleep(0.02)
 
 
 class Watcher:
@@ -103,7 +122,7 @@ needs_openssl = pytest.mark.skipif(shutil.which("openssl") is None, reason="need
 async def test_dkg_over_the_mesh_then_3_of_5_signing_with_signers_stopped(
     make_node: NodeFactory, tmp_path: Path
 ) -> None:
-    signers = [await make_node() for _ in range(5)]
+    signers = [await make_node(announce_interval=0.2) for _ in range(5)]
     watcher_node = await make_node()
     await connect_all([*signers, watcher_node])
     watcher = Watcher(watcher_node)
@@ -131,6 +150,8 @@ async def test_dkg_over_the_mesh_then_3_of_5_signing_with_signers_stopped(
 
     for node, state in zip(signers, states, strict=True):
         await service(node).serve_as_signer(state)
+    heard = service(signers[0]).signers_seen  # announcements on ca/signers
+    await wait_until(lambda: set(heard) == set(identities[1:]), "every other signer announced")
     requester = await make_node()
     await requester.connect(signers[0].identity, [signers[0].local_addr])
     request = CaRequestConfig(CaPublicKey.decode(ca.encode()), timeout=DEADLINE_S)
@@ -159,14 +180,32 @@ async def test_dkg_over_the_mesh_then_3_of_5_signing_with_signers_stopped(
     assert "2 of the 3 signers needed answered" in str(caught.value)
 
 
+async def test_a_ceremony_with_a_silent_participant_times_out_naming_it(
+    make_node: NodeFactory,
+) -> None:
+    present = [await make_node() for _ in range(2)]
+    absent = await make_node()
+    await connect_all([*present, absent])
+    config = ThresholdCaConfig(3, 2, TRUST_DOMAIN)
+    identities = [node.identity for node in (*present, absent)]
+    results = await asyncio.gather(
+        *(service(node).run_dkg(config, identities, timeout=2.0) for node in present),
+        return_exceptions=True,
+    )
+    for result in results:
+        assert isinstance(result, CaTimeoutError), result
+        assert result.missing == (absent.identity,)
+        assert "round 1" in str(result)
+    assert all(not service(node)._dkg for node in present)  # nothing left behind
+
+
 async def test_signers_built_with_as_ca_signer_from_sealed_states(
     make_node: NodeFactory,
 ) -> None:
-    keypairs = [Keypair.generate() for _ in range(3)]
-    config = ThresholdCaConfig(3, 2, TRUST_DOMAIN, cert_validity=600)
+    keypairs, states = committee(3, 2, cert_validity=600)
     sealed = {
         identity: state.serialize("correct horse", strength="interactive")
-        for identity, state in dealer_split(config, [kp.identity for kp in keypairs]).items()
+        for identity, state in states.items()
     }
     signers = [
         await make_node(kp, SignerState.deserialize(sealed[kp.identity], "correct horse"))
@@ -193,8 +232,7 @@ async def test_signers_built_with_as_ca_signer_from_sealed_states(
 async def test_a_signer_sending_bad_shares_is_left_out(make_node: NodeFactory) -> None:
     """3 signers, k=2: the liar and an honest signer answer first, the liar's share fails
     verification, the requester starts over with the two honest ones."""
-    keypairs = [Keypair.generate() for _ in range(3)]
-    states = dealer_split(ThresholdCaConfig(3, 2, TRUST_DOMAIN), [kp.identity for kp in keypairs])
+    keypairs, states = committee(3, 2)
     liar_kp, honest_kp, slow_kp = keypairs
     liar, honest, slow = [await make_node(kp, states[kp.identity]) for kp in keypairs]
     await connect_all([liar, honest, slow])
@@ -241,8 +279,7 @@ def _ca_certificate(states: dict[Identity, SignerState]) -> bytes:
 async def test_signers_refuse_a_certificate_for_someone_else(make_node: NodeFactory) -> None:
     """A requester asking for a certificate naming another key gets every signer's refusal
     back, with the rule, instead of a timeout."""
-    keypairs = [Keypair.generate() for _ in range(3)]
-    states = dealer_split(ThresholdCaConfig(3, 2, TRUST_DOMAIN), [kp.identity for kp in keypairs])
+    keypairs, states = committee(3, 2)
     signers = [await make_node(kp, states[kp.identity]) for kp in keypairs]
     requester = await make_node()
     await connect_all([requester, *signers])
@@ -262,8 +299,7 @@ async def test_signers_refuse_a_certificate_for_someone_else(make_node: NodeFact
 
 
 async def test_a_lone_requester_times_out_naming_every_signer(make_node: NodeFactory) -> None:
-    keypairs = [Keypair.generate() for _ in range(3)]
-    states = dealer_split(ThresholdCaConfig(3, 2, TRUST_DOMAIN), [kp.identity for kp in keypairs])
+    keypairs, states = committee(3, 2)
     requester = await make_node()
     ca = states[keypairs[0].identity].ca
     with pytest.raises(CaTimeoutError) as caught:
@@ -274,14 +310,7 @@ async def test_a_lone_requester_times_out_naming_every_signer(make_node: NodeFac
 
 
 async def test_as_ca_signer_needs_the_plugin_and_the_right_node() -> None:
-    state = next(
-        iter(
-            dealer_split(
-                ThresholdCaConfig(3, 2, TRUST_DOMAIN),
-                [Keypair.generate().identity for _ in range(3)],
-            ).values()
-        )
-    )
+    state = next(iter(committee(3, 2)[1].values()))
     builder = Node.builder("127.0.0.1:0").difficulty(0).plugins([korium_gossipsub.plugin])
     with pytest.raises(CapabilityMissing, match=r"korium\[spiffe\]"):
         await builder.as_ca_signer(state).build()
@@ -292,14 +321,7 @@ async def test_as_ca_signer_needs_the_plugin_and_the_right_node() -> None:
 
 
 async def test_requesting_without_the_plugin_says_what_to_install() -> None:
-    state = next(
-        iter(
-            dealer_split(
-                ThresholdCaConfig(3, 2, TRUST_DOMAIN),
-                [Keypair.generate().identity for _ in range(3)],
-            ).values()
-        )
-    )
+    state = next(iter(committee(3, 2)[1].values()))
     async with await Node.builder("127.0.0.1:0").difficulty(0).plugins([]).build() as node:
         request = CaRequestConfig(state.ca)
         with pytest.raises(CapabilityMissing, match=r"korium\[spiffe\]"):
