@@ -3,8 +3,9 @@
 A :class:`Signer` turns a CSR into a commitment only after the certificate passes the signer's
 own checks (:func:`certificates.check_leaf_tbs`), holds each nonce for one sign request of the
 same requester, and refuses floods. A :class:`SigningSession` is the requester's side of one
-attempt: it takes commitments only from the CA's signers, picks k, checks every signature share
-as it arrives (identifiable abort) and aggregates. Both are pure state; the service drives them.
+attempt: it takes commitments only from the CA's signers, picks k, and aggregates the shares,
+checking each one so that a bad share names its signer (identifiable abort). Both are pure
+state; the service drives them.
 """
 
 from __future__ import annotations

@@ -228,6 +228,12 @@ async def test_signers_built_with_as_ca_signer_from_sealed_states(
     stats = signers[0].stats()
     assert stats["threshold_ca.commitments"] >= 1
 
+    # request_certificate: the CA in the settings, or the one a signer signs for
+    with pytest.raises(ConfigError, match="no CA configured"):
+        await service(requester).request_certificate("api")
+    own = verify_certificate(await service(signers[2]).request_certificate("ops"), ca_der)
+    assert spiffe_ids_of(own) == [f"spiffe://{TRUST_DOMAIN}/{signers[2].identity.hex()}/ops"]
+
 
 async def test_a_signer_sending_bad_shares_is_left_out(make_node: NodeFactory) -> None:
     """3 signers, k=2: the liar and an honest signer answer first, the liar's share fails
