@@ -148,8 +148,20 @@ class NatTraversal(Protocol):
         """The last known reachability of this node."""
         ...
 
-    async def configure_nat(self) -> NatStatus:
-        """Probe reachability and, behind a NAT, set up a relay; returns the result."""
+    async def configure_nat(self, helper: Identity, addresses: Sequence[str] | None = None) -> Any:
+        """Ask *helper* whether this node is reachable; behind a NAT, relay through it.
+
+        Returns ``(is_public, relay, incoming)``: the relay's identity and an iterator of
+        incoming relayed connections when behind a NAT.
+        """
+        ...
+
+    def enable_mesh_signaling(self) -> AsyncIterator[Any]:
+        """Incoming relayed connections, for the application to accept itself."""
+        ...
+
+    async def accept_incoming(self, incoming: Any) -> None:
+        """Join the relay session of an incoming connection."""
         ...
 
 

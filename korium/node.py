@@ -23,6 +23,7 @@ from cryptography import x509
 from korium.capabilities import (
     CERTIFICATE_ISSUER,
     DISCOVERY,
+    NAT_TRAVERSAL,
     PUBSUB,
     WORKLOAD_IDENTITY,
     Capability,
@@ -30,7 +31,7 @@ from korium.capabilities import (
     PubSubValidator,
 )
 from korium.config import NodeConfig
-from korium.errors import CapabilityMissing, ConfigError, KoriumError, PeerUnreachableError
+from korium.errors import CapabilityMissing, ConfigError, KoriumError
 from korium.identity import Contact, Identity, Keypair, NodeIdentity
 from korium.identity.pow import check_difficulty, solve_pow_async
 from korium.plugins import PluginHost, Profile, ServiceRegistry, await_results, resolve_maybe
@@ -225,6 +226,7 @@ class Node:
                 node_identity.identity,
                 config.rpc,
                 resolve=self._resolve_addresses,
+                fallback=self._dial_fallback,
                 on_peer_connected=self._peer_connected,
                 on_peer_disconnected=self._peer_disconnected,
             )
@@ -425,15 +427,7 @@ class Node:
         (``korium_dial_fallback``) get a turn when the direct dial fails.
         """
         targets = [_to_address(a) for a in addresses] if addresses is not None else None
-        try:
-            return await self._quic.connect(peer, targets)
-        except PeerUnreachableError as error:
-            for attempt in self.plugins.hook.korium_dial_fallback(
-                node=self, peer=peer, contact=None, error=error
-            ):
-                if attempt is not None and await attempt:
-                    return await self._quic.connect(peer)
-            raise
+        return await self._quic.connect(peer, targets)
 
     async def bootstrap(self, peer: Identity, address: AddressLike) -> None:
         """Join the network through *peer* at *address*: connect, then let plugins run."""
@@ -568,6 +562,27 @@ class Node:
         )
         return await service.request_ca_root_certificate(config)
 
+    async def configure_nat(self, helper: Identity, addresses: Iterable[str] | None = None) -> Any:
+        """Learn from *helper* whether this node is reachable; behind a NAT, relay through it
+        and publish a contact record naming the relay. ``is_public, relay, incoming = await
+        node.configure_nat(helper)`` (needs korium[relay])."""
+        service = self.services.require(NAT_TRAVERSAL, needed_by="configure_nat")
+        return await service.configure_nat(
+            helper, list(addresses) if addresses is not None else None
+        )
+
+    def enable_mesh_signaling(self) -> AsyncIterator[Any]:
+        """Incoming relayed connections for the application to accept with
+        :meth:`accept_incoming` (otherwise they are accepted automatically; korium[relay])."""
+        return self.services.require(
+            NAT_TRAVERSAL, needed_by="enable_mesh_signaling"
+        ).enable_mesh_signaling()
+
+    async def accept_incoming(self, incoming: Any) -> None:
+        """Join the relay session of *incoming* so its peer's dial gets through (korium[relay])."""
+        service = self.services.require(NAT_TRAVERSAL, needed_by="accept_incoming")
+        await service.accept_incoming(incoming)
+
     # -- kernel internals -----------------------------------------------------------------------
 
     def _verify_peer(self, peer: Identity, certificate: x509.Certificate) -> str | None:
@@ -581,6 +596,16 @@ class Node:
             node=self, peer=peer, certificate=certificate
         )
         return next((reason for reason in votes if reason), None)
+
+    async def _dial_fallback(self, peer: Identity, error: Exception) -> bool:
+        """The direct dial failed (for ``connect``, ``send`` or any plugin's request): let the
+        plugins (the relay) open another way, one at a time, in hook order."""
+        for attempt in self.plugins.hook.korium_dial_fallback(
+            node=self, peer=peer, contact=None, error=error
+        ):
+            if attempt is not None and await attempt:
+                return True
+        return False
 
     async def _resolve_addresses(self, peer: Identity) -> list[Address]:
         result = self.plugins.hook.korium_resolve_contact(node=self, peer=peer)

@@ -7,6 +7,7 @@ from typing import Protocol, runtime_checkable
 import pluggy
 import pytest
 
+import korium.plugins
 from korium import DISCOVERY, NAT_TRAVERSAL, PUBSUB, Capability, PluginInfo, Profile, hookimpl
 from korium.errors import (
     CapabilityMissing,
@@ -79,7 +80,10 @@ def test_explicit_empty_profile_loads_nothing_but_objects() -> None:
     assert list(host.plugins) == ["solo"]
 
 
-def test_unknown_builtin_plugin_names_its_extra() -> None:
+def test_unknown_builtin_plugin_names_its_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    installed = korium.plugins.installed_plugins()
+    without_relay = {name: plugin for name, plugin in installed.items() if name != "relay"}
+    monkeypatch.setattr(korium.plugins, "installed_plugins", lambda: without_relay)
     with pytest.raises(PluginLoadError, match=r"install korium\[relay\]"):
         PluginHost(Profile(names=("relay",)))
 

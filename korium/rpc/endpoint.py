@@ -59,6 +59,8 @@ __all__ = ["RpcConfig", "RpcEndpoint"]
 log = logging.getLogger(__name__)
 
 AddressResolver = Callable[[Identity], Awaitable[list[Address]]]
+DialFallback = Callable[[Identity, Exception], Awaitable[bool]]
+"""``fallback(peer, error)`` after a failed dial: True once another way (a relay) is set up."""
 
 CLOSE_IDLE: Final = 0x10
 CLOSE_DUPLICATE: Final = 0x11
@@ -98,6 +100,7 @@ class RpcEndpoint(ServesProtocols):
         config: RpcConfig | None = None,
         *,
         resolve: AddressResolver | None = None,
+        fallback: DialFallback | None = None,
         on_peer_connected: Callable[[Identity], None] | None = None,
         on_peer_disconnected: Callable[[Identity], None] | None = None,
     ) -> None:
@@ -106,6 +109,7 @@ class RpcEndpoint(ServesProtocols):
         self.sock: SmartSock | None = None
         self.stats: Counter[str] = Counter()
         self._resolve = resolve
+        self._fallback = fallback
         self._on_connected = on_peer_connected
         self._on_disconnected = on_peer_disconnected
         self.dispatcher = Dispatcher(self.config, self.stats, self._spawn)
@@ -326,8 +330,36 @@ class RpcEndpoint(ServesProtocols):
         # no dial in flight, or the caller knows addresses it does not try: dial (again)
         pending: asyncio.Future[PeerConnection] = asyncio.get_running_loop().create_future()
         self._dialing[peer] = (pending, list(addresses or []))
-        self._spawn(self._dial(peer, addresses, pending))
+        self._spawn(self._dial_or_fall_back(peer, addresses, pending))
         return await asyncio.shield(pending)
+
+    async def _dial_or_fall_back(
+        self,
+        peer: Identity,
+        addresses: list[Address] | None,
+        result: asyncio.Future[PeerConnection],
+    ) -> None:
+        """Dial; if that fails, let plugins open another way (a relay), then dial once more."""
+        first: asyncio.Future[PeerConnection] = asyncio.get_running_loop().create_future()
+        await self._dial(peer, addresses, first)
+        error = first.exception()
+        if isinstance(error, PeerUnreachableError) and self._fallback is not None:
+            self.stats["dial_fallbacks"] += 1
+            try:
+                opened = await self._fallback(peer, error)
+            except Exception as exc:  # a plugin's failure must not hide the dial's error
+                log.warning("dial fallback for %s failed: %s", peer.short, exc)
+                opened = False
+            if opened:
+                await self._dial(peer, addresses, result)
+                return
+        if error is None:
+            result.set_result(first.result())
+        else:
+            result.set_exception(error)
+            result.exception()
+        if self._dialing.get(peer, (None,))[0] is result:
+            del self._dialing[peer]
 
     async def _dial(
         self,
@@ -336,15 +368,21 @@ class RpcEndpoint(ServesProtocols):
         result: asyncio.Future[PeerConnection],
     ) -> None:
         try:
-            targets = addresses or await self._addresses_for(peer)
             assert self.sock is not None
-            conn = self.sock.dial(peer, targets)
+            relayed = [c.path for c in self.sock.paths.candidates(peer) if c.path.relayed]
+            try:
+                targets = addresses or await self._addresses_for(peer)
+            except PeerUnreachableError:
+                if not relayed:
+                    raise
+                targets = []  # reachable only through a relay the relay plugin set up
+            conn = self.sock.dial(peer, targets, relayed)
             try:
                 async with asyncio.timeout(self.config.dial_timeout):
                     await asyncio.shield(conn.established)
             except TimeoutError:
                 conn.abort("dial timed out")
-                shown = ", ".join(f"{h}:{p}" for h, p in targets)
+                shown = ", ".join([f"{h}:{p}" for h, p in targets] + ["a relay"] * bool(relayed))
                 raise PeerUnreachableError(
                     f"no answer from {peer.short}... at {shown} within {self.config.dial_timeout} s"
                 ) from None
@@ -554,7 +592,8 @@ class RpcEndpoint(ServesProtocols):
             self._retire_if_idle(retire)
         self._pool.move_to_end(peer)
         self._last_used[conn] = asyncio.get_running_loop().time()
-        self._remember(peer, conn.dial_addresses if conn.dialed else [conn.remote])
+        direct = [] if conn.remote_session is not None else [conn.remote]
+        self._remember(peer, conn.dial_addresses if conn.dialed else direct)
         if first and self._on_connected is not None:
             self._on_connected(peer)
 

@@ -18,6 +18,7 @@ from aioquic.quic import events
 from korium.errors import IdentityMismatchError, PeerUnreachableError
 from korium.identity import Identity
 from korium.transport.addresses import Address
+from korium.transport.paths import Path
 from korium.transport.tls import KoriumQuicConnection
 
 if TYPE_CHECKING:
@@ -63,7 +64,9 @@ class PeerConnection:
         self.virtual = virtual
         """The address aioquic knows the peer by; never changes."""
         self.remote = remote
-        """The real address the last datagram came from."""
+        """The real address the last datagram came from (a relay's, when relayed)."""
+        self.remote_session: bytes | None = None
+        """The relay session the last datagram came through, or None if it came direct."""
         self.dialed = dialed
         """True if this node opened the connection."""
         self.handler = handler
@@ -75,8 +78,8 @@ class PeerConnection:
         self.close_code = 0
         self.last_activity = loop.time()
         self.open_streams: set[int] = set()
-        self.dial_addresses: list[Address] = []
-        """Where a dialled handshake is sent (every candidate at once)."""
+        self.dial_paths: list[Path] = []
+        """Where a dialled handshake is sent (every candidate at once, relays included)."""
         self.retiring = False
         """A duplicate of another connection to the same peer: close when idle."""
         self._timer: asyncio.TimerHandle | None = None
@@ -99,9 +102,19 @@ class PeerConnection:
 
     # -- input ------------------------------------------------------------------------------
 
-    def datagram_received(self, data: bytes, source: Address) -> None:
+    @property
+    def remote_path(self) -> Path:
+        """The path the last datagram came over."""
+        return Path(self.remote, self.remote_session)
+
+    @property
+    def dial_addresses(self) -> list[Address]:
+        """The direct addresses a dialled handshake was sent to."""
+        return [path.address for path in self.dial_paths if not path.relayed]
+
+    def datagram_received(self, data: bytes, path: Path) -> None:
         now = self._loop.time()
-        self.remote = source
+        self.remote, self.remote_session = path.address, path.relay_session
         self.last_activity = now
         self.quic.receive_datagram(data, self.virtual, now)
         self._process_events()

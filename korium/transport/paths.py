@@ -244,6 +244,23 @@ class PathTable:
         state = self._peers.get(peer)
         return state.active if state else None
 
+    def has_candidate(self, peer: Identity, path: Path) -> bool:
+        """Whether *path* is one of *peer*'s candidates."""
+        state = self._peers.get(peer)
+        return state is not None and path in state.candidates
+
+    def usable_paths(self, peer: Identity, now: float) -> list[Path]:
+        """*peer*'s paths that recently worked (answered a probe or carried its traffic)."""
+        state = self._peers.get(peer)
+        return [c.path for c in state.candidates.values() if self._usable(c, now)] if state else []
+
+    def probe_soon(self, peer: Identity) -> None:
+        """Probe *peer*'s idle candidates at the next wake (a hole was just punched, say)."""
+        state = self._peers.get(peer)
+        for candidate in state.candidates.values() if state else ():
+            if candidate.probing is None:
+                candidate.last_probe = None
+
     def peer_at(self, address: Address) -> Identity | None:
         """The peer whose direct path is *address*, if any."""
         return self._by_address.get(address)

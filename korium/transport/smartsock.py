@@ -20,7 +20,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import os
 import socket
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -107,6 +109,7 @@ class SmartSock(asyncio.DatagramProtocol):
         self._probe_timer: asyncio.TimerHandle | None = None
         self._loop = asyncio.get_running_loop()
         self._probe_target = bytes(node_identity.identity)[: probe.TARGET_SIZE]
+        self._probe_waiters: dict[int, asyncio.Future[probe.ProbeResponse]] = {}
         self.relay_sender: Callable[[Path, bytes], None] | None = None
         """Set by the relay plugin: sends a datagram over a relayed path."""
 
@@ -163,26 +166,34 @@ class SmartSock(asyncio.DatagramProtocol):
     # -- receiving --------------------------------------------------------------------------
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        source: Address = (addr[0], addr[1])
+        self._receive(data, Path((addr[0], addr[1])))
+
+    def deliver_relayed(self, data: bytes, path: Path) -> None:
+        """A datagram the relay plugin unwrapped from relay session ``path.relay_session``:
+        handled as if it had arrived over *path* (QUIC and probes; not plugin frames)."""
+        self.stats["relayed_datagrams"] += 1
+        self._receive(data, path)
+
+    def _receive(self, data: bytes, path: Path) -> None:
         if not data:
             self.stats["dropped_empty"] += 1
             return
         first = data[0]
         if first & 0x80:
-            self._receive_long_header(data, source)
+            self._receive_long_header(data, path)
             return
         conn = self._cids.get(data[1 : 1 + CONNECTION_ID_LENGTH])
         if conn is not None and first & 0x40:
-            self._deliver(conn, data, source)
+            self._deliver(conn, data, path)
             return
         magic = data[:4]
         if magic == probe.PROBE_MAGIC:
-            self._receive_probe(data, source)
+            self._receive_probe(data, path)
             return
         frame_handler = self._frame_handlers.get(magic)
-        if frame_handler is not None:
+        if frame_handler is not None and not path.relayed:
             self.stats["frames"] += 1
-            frame_handler(data, source)
+            frame_handler(data, path.address)
         elif first & 0x40:
             self.stats["dropped_unknown_connection"] += 1
         else:
@@ -192,7 +203,7 @@ class SmartSock(asyncio.DatagramProtocol):
         self.stats["socket_errors"] += 1
         log.debug("socket error: %s", exc)
 
-    def _receive_long_header(self, data: bytes, source: Address) -> None:
+    def _receive_long_header(self, data: bytes, path: Path) -> None:
         try:
             header = pull_quic_header(Buffer(data=data), host_cid_length=CONNECTION_ID_LENGTH)
         except ValueError:
@@ -200,7 +211,7 @@ class SmartSock(asyncio.DatagramProtocol):
             return
         conn = self._cids.get(header.destination_cid)
         if conn is not None:
-            self._deliver(conn, data, source)
+            self._deliver(conn, data, path)
             return
         if (
             header.packet_type != QuicPacketType.INITIAL
@@ -222,12 +233,13 @@ class SmartSock(asyncio.DatagramProtocol):
         # address that never changes (changing it would look like a migration).
         virtual = (f"fd00:c0f1:ffff:ffff::{next(self._virtual) & 0xFFFF_FFFF:x}", 1)
         conn = PeerConnection(
-            self, quic, virtual=virtual, remote=source, dialed=False, handler=self.handler
+            self, quic, virtual=virtual, remote=path.address, dialed=False, handler=self.handler
         )
+        conn.remote_session = path.relay_session
         self.connections.add(conn)
         self._cids[header.destination_cid] = conn
         self._cids[quic.host_cid] = conn
-        self._deliver(conn, data, source)
+        self._deliver(conn, data, path)
         if conn.datagrams_sent == 0:
             # Nothing decrypted (a real Initial always gets at least an ACK back): garbage or
             # a spoofed flood. Forget it now rather than holding a slot for the idle timeout.
@@ -243,24 +255,27 @@ class SmartSock(asyncio.DatagramProtocol):
             self.stats["handshakes_timed_out"] += 1
             conn.abort("handshake timed out")
 
-    def _deliver(self, conn: PeerConnection, data: bytes, source: Address) -> None:
+    def _deliver(self, conn: PeerConnection, data: bytes, path: Path) -> None:
         self.stats["quic_datagrams"] += 1
         peer = conn.peer
         if peer is not None and not conn.closed:
             now = self._loop.time()
-            # the hot path: same source as before, liveness noted recently -> nothing to do
-            if source != conn.remote or now - conn.traffic_noted >= TRAFFIC_NOTE_INTERVAL:
+            # the hot path: same path as before, liveness noted recently -> nothing to do
+            if (
+                path.address != conn.remote
+                or path.relay_session != conn.remote_session
+                or now - conn.traffic_noted >= TRAFFIC_NOTE_INTERVAL
+            ):
                 conn.traffic_noted = now
-                path = Path(source)
-                if self.paths.active_path(peer) is None or self.paths.peer_at(source) != peer:
-                    # a new address for an authenticated peer: a candidate, proven by probes
+                if self.paths.active_path(peer) is None or not self.paths.has_candidate(peer, path):
+                    # a new path for an authenticated peer: a candidate, proven by probes
                     self.paths.add_candidate(peer, path, now)
                     self._arm_probe_timer()
                 else:
                     self.paths.on_traffic(peer, path, now)
-        conn.datagram_received(data, source)
+        conn.datagram_received(data, path)
 
-    def _receive_probe(self, data: bytes, source: Address) -> None:
+    def _receive_probe(self, data: bytes, path: Path) -> None:
         try:
             message = probe.decode(data)
         except probe.ProbeError:
@@ -271,35 +286,61 @@ class SmartSock(asyncio.DatagramProtocol):
                 self.stats["probes_misaddressed"] += 1
                 return
             self.stats["probes_answered"] += 1
-            response = probe.ProbeResponse(message.transaction, message.timestamp_ms, source)
-            self.send_datagram(probe.encode_response(response), source)
+            response = probe.ProbeResponse(message.transaction, message.timestamp_ms, path.address)
+            self._send_path(path, probe.encode_response(response))
         else:
-            self.paths.on_probe_response(message, source, self._loop.time())
+            waiter = self._probe_waiters.pop(message.transaction, None)
+            if waiter is not None:
+                if not waiter.done():
+                    waiter.set_result(message)
+                return
+            self.paths.on_probe_response(message, path.address, self._loop.time())
             self._drain_path_events()
             self._arm_probe_timer()  # the next probe of that path is due sooner than any expiry
 
+    async def probe_address(
+        self, address: Address, target: bytes, timeout: float
+    ) -> probe.ProbeResponse | None:
+        """Send one probe to *address* (a node whose identity starts with *target*) and return
+        its answer, which says where this socket's datagrams come from as seen there (STUN-like);
+        None if none came within *timeout* seconds."""
+        transaction = int.from_bytes(os.urandom(8))
+        waiter: asyncio.Future[probe.ProbeResponse] = self._loop.create_future()
+        self._probe_waiters[transaction] = waiter
+        request = probe.ProbeRequest(transaction, int(time.time() * 1000), target)
+        try:
+            self.send_datagram(probe.encode_request(request), address)
+            return await asyncio.wait_for(waiter, timeout)
+        except TimeoutError:
+            return None
+        finally:
+            self._probe_waiters.pop(transaction, None)
+
     # -- connections ------------------------------------------------------------------------
 
-    def dial(self, peer: Identity, addresses: list[Address]) -> PeerConnection:
-        """Open a connection to *peer*, trying every address at once; returns immediately.
-
-        Await ``conn.established`` for the authenticated result.
+    def dial(
+        self, peer: Identity, addresses: list[Address], relayed: Sequence[Path] = ()
+    ) -> PeerConnection:
+        """Open a connection to *peer*, trying every address (and relayed path) at once;
+        returns immediately. Await ``conn.established`` for the authenticated result.
         """
-        if not addresses:
+        if not addresses and not relayed:
             raise ValueError("no address to dial")
         now = self._loop.time()
         quic = KoriumQuicConnection(
             configuration=self._client_config, expected=peer, verify=self.verifier
         )
+        paths = [Path(a) for a in addresses[:MAX_DIAL_ADDRESSES]] + list(relayed)
         conn = PeerConnection(
             self,
             quic,
             virtual=smart_addr(peer),
-            remote=addresses[0],
+            remote=paths[0].address,
             dialed=True,
             handler=self.handler,
         )
-        conn.dial_addresses = addresses[:MAX_DIAL_ADDRESSES]
+        conn.remote_session = paths[0].relay_session
+        conn.dial_paths = paths
         self.connections.add(conn)
         self._cids[quic.host_cid] = conn
         quic.connect(conn.virtual, now)
@@ -315,9 +356,9 @@ class SmartSock(asyncio.DatagramProtocol):
         peer = conn.peer
         assert peer is not None
         now = self._loop.time()
-        self.paths.add_candidate(peer, Path(conn.remote), now)  # the address that answered
-        for address in conn.dial_addresses:
-            self.paths.add_candidate(peer, Path(address), now)
+        self.paths.add_candidate(peer, conn.remote_path, now)  # the path that answered
+        for path in conn.dial_paths:
+            self.paths.add_candidate(peer, path, now)
         self._drain_path_events()
         self._arm_probe_timer()
 
@@ -345,22 +386,28 @@ class SmartSock(asyncio.DatagramProtocol):
         peer = conn.peer
         if peer is None:
             if conn.dialed:  # handshake in progress: every candidate at once
-                for address in conn.dial_addresses:
-                    transport.sendto(data, address)
+                for path in conn.dial_paths:
+                    self._send_path(path, data)
             else:
-                transport.sendto(data, conn.remote)
+                self._send_path(conn.remote_path, data)
             return
-        path = self.paths.active_path(peer)
-        if path is None:
-            transport.sendto(data, conn.remote)
-        elif path.relay_session is None:
-            transport.sendto(data, path.address)
+        self._send_path(self.paths.active_path(peer) or conn.remote_path, data)
+
+    def _send_path(self, path: Path, data: bytes) -> None:
+        if path.relay_session is None:
+            if self._transport is not None:
+                self._transport.sendto(data, path.address)
         elif self.relay_sender is not None:
             self.relay_sender(path, data)
         else:
             self.stats["dropped_no_relay"] += 1
 
     # -- probing ----------------------------------------------------------------------------
+
+    def probe_soon(self, peer: Identity) -> None:
+        """Probe *peer*'s candidate paths now rather than at their next turn."""
+        self.paths.probe_soon(peer)
+        self._arm_probe_timer()
 
     def _arm_probe_timer(self) -> None:
         if self._transport is None:
@@ -380,11 +427,7 @@ class SmartSock(asyncio.DatagramProtocol):
         now = self._loop.time()
         self.paths.handle_timer(now)
         for path, request in self.paths.probes_due(now):
-            data = probe.encode_request(request)
-            if path.relay_session is None:
-                self.send_datagram(data, path.address)
-            elif self.relay_sender is not None:
-                self.relay_sender(path, data)
+            self._send_path(path, probe.encode_request(request))
         self._drain_path_events()
         self._arm_probe_timer()
 

@@ -1,0 +1,1 @@
+"""korium-relay (being built)."""

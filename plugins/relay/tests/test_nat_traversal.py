@@ -1,0 +1,225 @@
+"""NAT traversal with real korium nodes behind real NATs (the NAT lab: network namespaces and
+nftables routers on this machine).
+
+Each node is a process in a lab host (``natlab_agent.py``), driven over its stdin/stdout.
+Topology, built afresh for each test (0.3 s; no conntrack state carries over): two public
+relays; two endpoint-independent NATs (``e1``,
+``e2``), two symmetric ones (``s1``, ``s2``) and an unfiltered router (``open``), one host
+behind each. Every wait is bounded; nothing asserts a duration (connect times are printed for
+the record: ``pytest -s``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from korium_relay.natlab import Host, NatKind, NatLab, unavailable_reason
+
+AGENT = Path(__file__).with_name("natlab_agent.py")
+ANSWER_TIMEOUT = 90.0
+PORT = 4433
+
+pytestmark = [
+    pytest.mark.skipif(unavailable_reason() is not None, reason=f"NAT lab: {unavailable_reason()}"),
+    pytest.mark.timeout(300),
+]
+
+
+class Agent:
+    """One korium node in a lab host."""
+
+    def __init__(self, host: Host, process: asyncio.subprocess.Process) -> None:
+        self.host = host
+        self.process = process
+        self.identity = ""
+        self.address = f"{host.address}:{PORT}"
+
+    async def __call__(self, op: str, **arguments: Any) -> dict[str, Any]:
+        assert self.process.stdin is not None
+        assert self.process.stdout is not None
+        self.process.stdin.write((json.dumps({"op": op, **arguments}) + "\n").encode())
+        await self.process.stdin.drain()
+        line = await asyncio.wait_for(self.process.stdout.readline(), ANSWER_TIMEOUT)
+        assert line, f"the agent on {self.host.name} died during {op}"
+        answer: dict[str, Any] = json.loads(line)
+        if not answer.pop("ok"):
+            raise AgentError(f"{self.host.name} {op}: {answer['error']}")
+        return answer
+
+    async def stop(self) -> None:
+        if self.process.returncode is None:
+            try:
+                await self("close")
+            except (AgentError, AssertionError, TimeoutError):
+                self.process.kill()
+            await self.process.wait()
+
+
+class AgentError(Exception):
+    pass
+
+
+@pytest.fixture
+def lab() -> Iterator[dict[str, Host]]:
+    with NatLab() as built:
+        routers = {
+            "e1": built.nat("e1", NatKind.EIM),
+            "e2": built.nat("e2", NatKind.EIM),
+            "s1": built.nat("s1", NatKind.SYMMETRIC),
+            "s2": built.nat("s2", NatKind.SYMMETRIC),
+            "open": built.nat("open", NatKind.NONE),
+        }
+        hosts = {name: built.private_host(f"h-{name}", router) for name, router in routers.items()}
+        hosts["relay"] = built.public_host("relay")
+        hosts["relay2"] = built.public_host("relay2")
+        yield hosts
+
+
+Start = Callable[..., Awaitable[Agent]]
+
+
+@pytest.fixture
+async def start(lab: dict[str, Host]) -> AsyncIterator[Start]:
+    """``await start("e1", **relay_settings)``: a node on that host; all stopped at teardown."""
+    agents: list[Agent] = []
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+
+    async def make(name: str, **relay: Any) -> Agent:
+        host = lab[name]
+        process = await host.run(sys.executable, str(AGENT), env=environment)
+        agent = Agent(host, process)
+        agents.append(agent)
+        info = await agent(
+            "start", bind=f"{host.address}:{PORT}", advertise=host.address, relay=relay
+        )
+        agent.identity = info["identity"]
+        return agent
+
+    yield make
+    await asyncio.gather(*(agent.stop() for agent in agents))
+
+
+async def joined(start: Start, *names: str, **relay: Any) -> tuple[Agent, list[Agent]]:
+    """A public relay, and nodes on *names* that bootstrapped through it and configured NAT."""
+    relay_node = await start("relay")
+    nodes = [await start(name, **relay) for name in names]
+    for node in nodes:
+        await node("bootstrap", peer=relay_node.identity, address=relay_node.address)
+    for node in nodes:
+        await node("configure_nat", helper=relay_node.identity)
+    return relay_node, nodes
+
+
+async def test_configure_nat_classifies_each_host(start: Start) -> None:
+    relay_node, nodes = await joined(start, "e1", "s1", "open")
+    relay2 = await start("relay2")
+    await relay2("bootstrap", peer=relay_node.identity, address=relay_node.address)
+    assert (await relay_node("configure_nat", helper=relay2.identity))["public"] is True
+    results = {
+        node.host.name: await node("configure_nat", helper=relay_node.identity) for node in nodes
+    }
+    independent, dependent = "endpoint-independent", "address-and-port-dependent"
+    assert results["h-open"] == {"public": True, "relay": None, "mapping": independent}
+    assert results["h-e1"] == {
+        "public": False,
+        "relay": relay_node.identity,
+        "mapping": independent,
+    }
+    assert results["h-s1"] == {"public": False, "relay": relay_node.identity, "mapping": dependent}
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "outcome"),
+    [
+        ("e1", "e2", "direct"),
+        ("s1", "s2", "relayed"),
+        ("e1", "s2", "relayed"),
+        ("s1", "e2", "relayed"),
+        ("open", "e2", "direct"),
+    ],
+)
+async def test_connect_by_identity_across_nats(
+    start: Start, first: str, second: str, outcome: str
+) -> None:
+    """The NAT-type matrix: connect by identity (direct dial, then the relay from the peer's
+    record, then hole punching) and run requests across any relay-to-direct switch."""
+    _, (a, b) = await joined(start, first, second, punch_delay=0.5)
+    connected = await a("connect", peer=b.identity)
+    session = await a("requests", peer=b.identity, count=100, interval=0.02)
+    print(
+        f"\nNAT matrix: {first} -> {second}: connected in {connected['seconds']:.2f} s over "
+        f"{connected['path']}, ends {session['paths'][-1]}"
+    )
+    assert session["failures"] == []
+    assert session["paths"][-1] == outcome
+    if outcome == "direct" and first != "open":
+        assert connected["path"] == "relayed"  # it started relayed and switched mid-session
+        assert "relayed" in session["paths"]
+        assert (await b("path", peer=a.identity))["path"] == "direct"
+
+
+async def test_pubsub_over_a_relayed_connection(start: Start) -> None:
+    _, (a, b) = await joined(start, "s1", "s2")
+    await a("connect", peer=b.identity)
+    for node in (a, b):
+        await node("subscribe", topic="lab")
+    for attempt in range(100):  # until the subscription is known, then messages flow
+        await a("publish", topic="lab", data=f"m{attempt}")
+        if (await b("received", topic="lab"))["messages"]:
+            break
+        await asyncio.sleep(0.1)
+    await a("publish", topic="lab", data="last")
+    for _ in range(100):
+        if "last" in (await b("received", topic="lab"))["messages"]:
+            break
+        await asyncio.sleep(0.1)
+    assert "last" in (await b("received", topic="lab"))["messages"]
+    assert (await a("path", peer=b.identity))["path"] == "relayed"
+
+
+async def test_killing_the_relay_after_the_switch_keeps_the_direct_path(start: Start) -> None:
+    relay_node, (a, b) = await joined(start, "e1", "e2")
+    await a("connect", peer=b.identity)
+    before = await a("requests", peer=b.identity, count=50, interval=0.02)
+    assert before["paths"][-1] == "direct"
+    await relay_node.stop()
+    after = await a("requests", peer=b.identity, count=50, interval=0.02)
+    assert after["failures"] == []
+    assert set(after["paths"]) == {"direct"}
+
+
+async def test_killing_the_relay_while_relayed_fails_clearly_then_another_relay_serves(
+    start: Start,
+) -> None:
+    relay_node, (a, b) = await joined(start, "s1", "s2", hole_punching=False)
+    relay2 = await start("relay2")
+    for node in (relay2, a, b):
+        if node is not relay2:
+            await node("bootstrap", peer=relay2.identity, address=relay2.address)
+    await relay2("bootstrap", peer=relay_node.identity, address=relay_node.address)
+    await relay2("configure_nat", helper=relay_node.identity)  # publishes its public record
+    await a("connect", peer=b.identity)
+    assert (await a("requests", peer=b.identity, count=5, interval=0.02))["failures"] == []
+
+    await relay_node.stop()
+    broken = await a("requests", peer=b.identity, count=1, interval=0.0)
+    assert len(broken["failures"]) == 1
+    assert "relay" in broken["failures"][0]
+    for _ in range(100):  # b notices, picks relay2 and republishes its record
+        if (await b("stats"))["stats"].get("relay.relays_reselected"):
+            break
+        await asyncio.sleep(0.1)
+    assert (await b("stats"))["stats"]["relay.relays_reselected"] == 1
+    for _ in range(10):  # until a finds b's new record in the DHT (a dial or two)
+        if not (await a("requests", peer=b.identity, count=1, interval=0.0))["failures"]:
+            break
+    again = await a("requests", peer=b.identity, count=20, interval=0.02)
+    assert again["failures"] == []
+    assert again["paths"][-1] == "relayed"
