@@ -347,6 +347,8 @@ class RpcEndpoint(ServesProtocols):
             self.stats["dial_fallbacks"] += 1
             try:
                 opened = await self._fallback(peer, error)
+            except PeerUnreachableError as exc:  # says what else was tried: more to the point
+                error, opened = exc, False
             except Exception as exc:  # a plugin's failure must not hide the dial's error
                 log.warning("dial fallback for %s failed: %s", peer.short, exc)
                 opened = False
@@ -376,6 +378,8 @@ class RpcEndpoint(ServesProtocols):
                 if not relayed:
                     raise
                 targets = []  # reachable only through a relay the relay plugin set up
+            if not targets and not relayed:
+                raise PeerUnreachableError(f"no address known for {peer.short}...")
             conn = self.sock.dial(peer, targets, relayed)
             try:
                 async with asyncio.timeout(self.config.dial_timeout):
@@ -703,6 +707,8 @@ class RpcEndpoint(ServesProtocols):
                     conn.ping()
 
     def _remember(self, peer: Identity, addresses: list[Address]) -> None:
+        if not addresses:
+            return  # reached only through a relay: nothing to redial directly
         self._address_book[peer] = list(addresses)
         self._address_book.move_to_end(peer)
         while len(self._address_book) > ADDRESS_BOOK_SIZE:
@@ -726,6 +732,7 @@ class RpcEndpoint(ServesProtocols):
         if conn is None or conn.closed:
             return None
         path = self.sock.paths.active_path(peer) if self.sock is not None else None
-        if path is not None and not path.relayed:
-            return path.address
-        return None if is_smart_addr(conn.remote) else conn.remote
+        if path is not None:
+            return None if path.relayed else path.address
+        relayed = conn.remote_session is not None or is_smart_addr(conn.remote)
+        return None if relayed else conn.remote

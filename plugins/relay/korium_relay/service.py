@@ -33,7 +33,7 @@ from typing import Any, NamedTuple, cast
 
 from korium import DISCOVERY, PUBSUB, Identity, Node
 from korium.capabilities import NatStatus, PubSubMessage
-from korium.errors import KoriumError, RpcError
+from korium.errors import KoriumError, PeerUnreachableError, RpcError
 from korium.identity import Contact
 from korium.transport import probe
 from korium.transport.addresses import Address, format_address, parse_address
@@ -50,12 +50,14 @@ SEEN_SIGNALS = 4_096
 MAX_RELAY_CANDIDATES = 16
 MAX_CLIENT_SESSIONS = 10_000
 MAPPING_CHECK_WINDOW = 5.0
+JOIN_ATTEMPTS = 4
+JOIN_RETRY_DELAY = 0.25
 MAPPING_PROBE_TIMEOUT = 1.0
 RESOLVE_TIMEOUT = 3.0
 INCOMING_QUEUE = 64
 
 
-class RelayError(KoriumError):
+class RelayError(PeerUnreachableError):
     """No way through a relay: the message says what was tried."""
 
 
@@ -118,6 +120,8 @@ class RelayService:
         """The relays this node is reachable through (behind NAT)."""
         self._direct_addresses: list[str] = []
         self._kept_alive: set[Identity] = set()
+        self._lost: dict[Identity, str] = {}
+        """Why a peer's relayed connection ended, for the error of the next dial to it."""
         self._sessions: dict[bytes, _ClientSession] = {}
         self._joins: dict[bytes, asyncio.Future[Address]] = {}
         self._seen: OrderedDict[bytes, None] = OrderedDict()
@@ -188,6 +192,9 @@ class RelayService:
             sock.paths.remove_candidate(used.peer, Path(used.relay_address, session), now)
             if not sock.paths.usable_paths(used.peer, now):
                 reason = f"the relay {relay.short}... this connection went through is gone"
+                self._lost[used.peer] = reason
+                if len(self._lost) > MAX_CLIENT_SESSIONS:
+                    self._lost.pop(next(iter(self._lost)))
                 for conn in [c for c in sock.connections if c.peer == used.peer]:
                     conn.abort(reason)
         self.stats_counter["relays_lost"] += 1
@@ -264,7 +271,7 @@ class RelayService:
             message = wire.decode(body)
         except wire.WireError as exc:
             self.stats_counter["malformed"] += 1
-            return wire.encode(wire.Refused("malformed", str(exc)[:500]))
+            return wire.encode(_refused("malformed", str(exc)))
         reply: wire.Message
         if isinstance(message, wire.Reserve):
             reply = await self._reserve(peer, message.signal)
@@ -288,11 +295,14 @@ class RelayService:
         address = self.node.rpc.peer_address(peer)
         if address is None:
             return wire.Refused("address", "you reach this relay through another relay")
-        target = Identity(signal.target)
+        try:
+            target = Identity(signal.target)
+        except (KoriumError, ValueError):
+            return _refused("signal", "the signal's target is not a valid identity")
         try:
             self.server.reserve(signal.session, peer, target, address, time.monotonic())
         except RelayRefused as exc:
-            return wire.Refused(exc.rule, str(exc))
+            return _refused(exc.rule, str(exc))
         self._arm_expiry()
         joined: asyncio.Future[Address] = asyncio.get_running_loop().create_future()
         self._joins[signal.session] = joined
@@ -319,7 +329,8 @@ class RelayService:
         try:
             joined = self.server.join(session, peer, address, time.monotonic())
         except RelayRefused as exc:
-            return wire.Refused(exc.rule, str(exc))
+            return _refused(exc.rule, str(exc))
+        self._arm_expiry()  # idle expiry may come sooner than the pending one it replaces
         waiting = self._joins.get(session)
         if waiting is not None and not waiting.done():
             waiting.set_result(address)
@@ -498,8 +509,12 @@ class RelayService:
             )
         except wire.SignalError as exc:
             self.stats_counter["signals_refused"] += 1
-            return wire.Refused("signal", str(exc))
-        relay = Identity(signal.relay)
+            return _refused("signal", str(exc))
+        try:
+            relay = Identity(signal.relay)
+        except (KoriumError, ValueError):
+            self.stats_counter["signals_refused"] += 1
+            return _refused("signal", "the signal's relay is not a valid identity")
         if relay not in self.relays:
             self.stats_counter["signals_refused"] += 1
             return wire.Refused("relay", "the signal names a relay this node does not use")
@@ -524,6 +539,7 @@ class RelayService:
         try:
             await self.accept_incoming(incoming)
         except (RelayError, RpcError, wire.WireError) as exc:
+            self._seen.pop(incoming.session, None)  # another copy of the signal may still work
             log.info("relay session from %s failed: %s", incoming.peer.short, exc)
 
     async def accept_incoming(self, incoming: IncomingConnection) -> None:
@@ -531,12 +547,20 @@ class RelayService:
         relay_address = self.relays.get(incoming.relay)
         if relay_address is None:
             raise RelayError(f"{incoming.relay.short}... is not a relay of this node")
-        reply = wire.expect(
-            await self.node.rpc.request(
-                incoming.relay, wire.PROTOCOL, wire.encode(wire.Join(incoming.session))
-            ),
-            wire.Joined,
-        )
+        for attempt in range(JOIN_ATTEMPTS):
+            try:
+                reply = wire.expect(
+                    await self.node.rpc.request(
+                        incoming.relay, wire.PROTOCOL, wire.encode(wire.Join(incoming.session))
+                    ),
+                    wire.Joined,
+                )
+                break
+            except wire.RefusedError as exc:
+                # the mesh copy of the signal can overtake the reservation it announces
+                if exc.rule != "unknown-session" or attempt == JOIN_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(JOIN_RETRY_DELAY)
         self._use_session(incoming.session, incoming.relay, relay_address, incoming.peer, reply)
 
     def _use_session(
@@ -589,6 +613,9 @@ class RelayService:
         relays = relays_in(contact) if contact is not None else []
         log.info("direct dial to %s failed; relays in its record: %d", peer.short, len(relays))
         if not relays:
+            lost = self._lost.pop(peer, None)
+            if lost is not None:
+                raise RelayError(f"{peer.short}... is unreachable: {lost}")
             return False
         errors = []
         started = time.monotonic()
@@ -599,8 +626,11 @@ class RelayService:
                 return True
             except (RelayError, RpcError, wire.WireError) as exc:
                 errors.append(f"{relay.short}...: {exc}")
-        log.info("no relay reached %s: %s", peer.short, "; ".join(errors))
-        return False
+        lost = self._lost.pop(peer, None)
+        raise RelayError(
+            f"{peer.short}... is unreachable: the direct dial failed and so did its relays "
+            f"({'; '.join(errors)})" + (f"; earlier, {lost}" if lost else "")
+        )
 
     async def _relay_to(self, peer: Identity, relay: Identity, address: Address) -> None:
         await self.node.connect(relay, [address])
@@ -609,20 +639,25 @@ class RelayService:
         signal = wire.RelaySignal.create(
             self.node.keypair, peer, session, relay, int(time.time() * 1000)
         )
+        reserve = asyncio.ensure_future(
+            self.node.rpc.request(
+                relay,
+                wire.PROTOCOL,
+                wire.encode(wire.Reserve(signal)),
+                timeout=self.settings.reserve_timeout + 5.0,
+            )
+        )
         pubsub = self.node.services.get(PUBSUB)
         if pubsub is not None:  # the mesh path, in case the relay cannot hand it over
             with contextlib.suppress(KoriumError):
                 await pubsub.publish(wire.TOPIC_SIGNAL, wire.encode(signal))
         try:
-            reply = wire.expect(
-                await self.node.rpc.request(
-                    relay,
-                    wire.PROTOCOL,
-                    wire.encode(wire.Reserve(signal)),
-                    timeout=self.settings.reserve_timeout + 5.0,
-                ),
-                wire.Joined,
-            )
+            reply = wire.expect(await reserve, wire.Joined)
         except wire.RefusedError as exc:
             raise RelayError(f"the relay refused: {exc} [{exc.rule}]") from None
         self._use_session(session, relay, relay_address, peer, reply)
+
+
+def _refused(rule: str, reason: str) -> wire.Refused:
+    """A refusal that always fits the wire limits (a policy's reason can be any length)."""
+    return wire.Refused(rule[:64], reason[:500])

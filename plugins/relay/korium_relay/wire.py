@@ -162,7 +162,10 @@ _decoder: msgspec.msgpack.Decoder[Message] = msgspec.msgpack.Decoder(Message)
 
 
 def encode(message: Message) -> bytes:
-    return msgspec.msgpack.encode(message)
+    """The message's bytes; WireError if a field breaks its limits (the peer would refuse it)."""
+    data = msgspec.msgpack.encode(message)
+    decode(data)
+    return data
 
 
 def decode(data: bytes) -> Message:

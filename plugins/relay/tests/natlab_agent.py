@@ -34,6 +34,8 @@ import korium_relay.plugin
 from korium import Identity, Node, NodeConfig
 from korium.capabilities import PubSubMessage
 from korium.rpc.dispatch import RpcConfig
+from korium.transport.paths import PathConfig
+from korium.transport.smartsock import TransportConfig
 
 PLUGINS = [korium_dht.plugin, korium_gossipsub.plugin, korium_relay.plugin]
 SINK_PROTOCOL = "korium-bench/sink/1"
@@ -67,8 +69,15 @@ class Agent:
             return "none"
         return "relayed" if path.relayed else "direct"
 
-    async def start(self, bind: str, advertise: str, relay: dict[str, Any]) -> dict[str, Any]:
-        config = NodeConfig(pow_difficulty=0, rpc=RpcConfig(dial_timeout=2.0))
+    async def start(
+        self,
+        bind: str,
+        advertise: str,
+        relay: dict[str, Any],
+        paths: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        transport = TransportConfig(paths=PathConfig(**(paths or {})))
+        config = NodeConfig(pow_difficulty=0, rpc=RpcConfig(dial_timeout=2.0), transport=transport)
         builder = Node.builder(bind).config(config).plugins(PLUGINS)
         self.node = await builder.plugin_settings("relay", **relay).build()
         self.node.set_request_handler(lambda peer, data: b"echo " + data)

@@ -76,7 +76,10 @@ def lab() -> Iterator[dict[str, Host]]:
             "s2": built.nat("s2", NatKind.SYMMETRIC),
             "open": built.nat("open", NatKind.NONE),
         }
-        hosts = {name: built.private_host(f"h-{name}", router) for name, router in routers.items()}
+        hosts: dict[str, Host] = {
+            name: built.private_host(f"h-{name}", router) for name, router in routers.items()
+        }
+        hosts.update({f"nat-{name}": router for name, router in routers.items()})
         hosts["relay"] = built.public_host("relay")
         hosts["relay2"] = built.public_host("relay2")
         yield hosts
@@ -91,14 +94,13 @@ async def start(lab: dict[str, Host]) -> AsyncIterator[Start]:
     agents: list[Agent] = []
     environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
 
-    async def make(name: str, **relay: Any) -> Agent:
+    async def make(name: str, paths: dict[str, Any] | None = None, **relay: Any) -> Agent:
         host = lab[name]
         process = await host.run(sys.executable, str(AGENT), env=environment)
         agent = Agent(host, process)
         agents.append(agent)
-        info = await agent(
-            "start", bind=f"{host.address}:{PORT}", advertise=host.address, relay=relay
-        )
+        bind = f"{host.address}:{PORT}"
+        info = await agent("start", bind=bind, advertise=host.address, relay=relay, paths=paths)
         agent.identity = info["identity"]
         return agent
 
@@ -106,10 +108,12 @@ async def start(lab: dict[str, Host]) -> AsyncIterator[Start]:
     await asyncio.gather(*(agent.stop() for agent in agents))
 
 
-async def joined(start: Start, *names: str, **relay: Any) -> tuple[Agent, list[Agent]]:
+async def joined(
+    start: Start, *names: str, paths: dict[str, Any] | None = None, **relay: Any
+) -> tuple[Agent, list[Agent]]:
     """A public relay, and nodes on *names* that bootstrapped through it and configured NAT."""
-    relay_node = await start("relay")
-    nodes = [await start(name, **relay) for name in names]
+    relay_node = await start("relay", paths=paths)
+    nodes = [await start(name, paths=paths, **relay) for name in names]
     for node in nodes:
         await node("bootstrap", peer=relay_node.identity, address=relay_node.address)
     for node in nodes:
@@ -182,6 +186,28 @@ async def test_pubsub_over_a_relayed_connection(start: Start) -> None:
         await asyncio.sleep(0.1)
     assert "last" in (await b("received", topic="lab"))["messages"]
     assert (await a("path", peer=b.identity))["path"] == "relayed"
+
+
+async def test_a_dead_direct_path_falls_back_to_the_relay(
+    start: Start, lab: dict[str, Host]
+) -> None:
+    """After the punch, the routers start dropping traffic between the two NATs: the path
+    table notices (fast probing here) and the connection goes back to the relay, while a
+    request session runs."""
+    fast = {"probe_interval": 0.5, "probe_timeout": 0.3, "max_failures": 2, "stale_after": 2.0}
+    _, (a, b) = await joined(start, "e1", "e2", paths=fast)
+    await a("connect", peer=b.identity)
+    assert (await a("requests", peer=b.identity, count=50, interval=0.02))["paths"][-1] == "direct"
+    for mine, theirs in (("nat-e1", "nat-e2"), ("nat-e2", "nat-e1")):
+        other = lab[theirs].public_address
+        for direction in ("saddr", "daddr"):
+            lab[mine].run_sync(
+                "nft", "insert", "rule", "ip", "natlab", "forward", "ip", direction, other, "drop"
+            )
+    session = await a("requests", peer=b.identity, count=150, interval=0.05)
+    assert session["failures"] == []
+    assert session["paths"][0] == "direct"
+    assert session["paths"][-1] == "relayed"
 
 
 async def test_killing_the_relay_after_the_switch_keeps_the_direct_path(start: Start) -> None:
