@@ -50,6 +50,7 @@ SEEN_SIGNALS = 4_096
 MAX_RELAY_CANDIDATES = 16
 MAX_CLIENT_SESSIONS = 10_000
 MAPPING_CHECK_WINDOW = 5.0
+PUNCH_WATCH_INTERVAL = 0.01
 JOIN_ATTEMPTS = 4
 JOIN_RETRY_DELAY = 0.25
 MAPPING_PROBE_TIMEOUT = 1.0
@@ -129,6 +130,7 @@ class RelayService:
         self._readers = 0
         """Application iterators reading ``enable_mesh_signaling()`` now."""
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopping = False
         self._expiry: asyncio.TimerHandle | None = None
         self._socket = False
 
@@ -152,6 +154,7 @@ class RelayService:
             self._spawn(self._hear_signals(signals))
 
     async def stop(self) -> None:
+        self._stopping = True  # the connections closing now are not relays lost
         if self._expiry is not None:
             self._expiry.cancel()
         if self._socket:
@@ -177,6 +180,8 @@ class RelayService:
         """*peer*'s last connection closed: as a relay, drop its sessions; as a client whose
         relay it was, drop the paths through it and, behind NAT, pick another relay."""
         self.server.close_peer(peer)
+        if self._stopping:
+            return
         for session in [s for s, c in self._sessions.items() if c.peer == peer]:
             del self._sessions[session]  # the relayed connection is over
         if any(c.relay == peer for c in self._sessions.values()) or peer in self.relays:
@@ -590,17 +595,19 @@ class RelayService:
         loop = asyncio.get_running_loop()
         await asyncio.sleep(self.settings.punch_delay)
         sock.paths.add_candidate(peer, Path(address), loop.time())
-        started = loop.time()
+        started = next_punch = loop.time()
         while loop.time() < started + self.settings.punch_duration:
             active = sock.paths.active_path(peer)
             if active is not None and not active.relayed:
                 self.stats_counter["punched"] += 1
                 self.stats_counter["last_punch_ms"] = int((loop.time() - started) * 1000)
                 return
-            sock.send_datagram(PUNCH_MAGIC + os.urandom(8), address)
-            self.stats_counter["punches_sent"] += 1
-            sock.probe_soon(peer)
-            await asyncio.sleep(self.settings.punch_interval)
+            if loop.time() >= next_punch:
+                sock.send_datagram(PUNCH_MAGIC + os.urandom(8), address)
+                self.stats_counter["punches_sent"] += 1
+                sock.probe_soon(peer)
+                next_punch += self.settings.punch_interval
+            await asyncio.sleep(PUNCH_WATCH_INTERVAL)  # notice the switch promptly
         self.stats_counter["punch_failed"] += 1
 
     # -- dialing through a relay --------------------------------------------------------------

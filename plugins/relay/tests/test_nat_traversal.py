@@ -157,9 +157,12 @@ async def test_connect_by_identity_across_nats(
     _, (a, b) = await joined(start, first, second, punch_delay=0.5)
     connected = await a("connect", peer=b.identity)
     session = await a("requests", peer=b.identity, count=100, interval=0.02)
+    stats = {**(await b("stats"))["stats"], **(await a("stats"))["stats"]}
     print(
-        f"\nNAT matrix: {first} -> {second}: connected in {connected['seconds']:.2f} s over "
-        f"{connected['path']}, ends {session['paths'][-1]}"
+        f"\nNAT matrix: {first} -> {second}: connect() {connected['seconds']:.2f} s over "
+        f"{connected['path']} (relay set up in {stats.get('relay.last_relay_setup_ms')} ms "
+        f"after a failed direct dial; punched in {stats.get('relay.last_punch_ms')} ms), "
+        f"ends {session['paths'][-1]}"
     )
     assert session["failures"] == []
     assert session["paths"][-1] == outcome
