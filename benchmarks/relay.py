@@ -12,7 +12,7 @@ on this machine, see that module), each with one public relay host and, per pair
 one kind with one host behind each: **open** routers (:attr:`NatKind.NONE`, routed, no NAT: the
 direct baseline), **EIM** NATs (endpoint-independent mapping: they punch a direct path) and
 **symmetric** NATs (a new port per destination: they stay relayed). Every node is a korium node
-in its own process (``plugins/relay/tests/natlab_agent.py``: plugins dht, gossipsub and relay,
+in its own process (``korium_relay.labnode``: plugins dht, gossipsub and relay,
 difficulty 0, ``dial_timeout=2.0``, default relay settings: punching starts at once, for 5 s),
 driven over its stdin; the relay host's node is the helper and relay of all the others.
 
@@ -63,24 +63,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
-from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 from _report import Summary, status, table
+from korium_relay.labnode import LabNode, LabNodeError
 from korium_relay.natlab import Host, NatKind, NatLab, unavailable_reason
 
-from korium.errors import KoriumError
-
-AGENT: Final = Path(__file__).resolve().parent.parent / "plugins/relay/tests/natlab_agent.py"
-PORT: Final = 4433
-ANSWER_TIMEOUT: Final = 600.0
 """Seconds one agent operation may take (a whole bulk run is one operation)."""
 DIAL_TIMEOUT: Final = 2.0
 """The agents' ``RpcConfig.dial_timeout``: what a direct dial waits before the relay."""
@@ -95,7 +89,6 @@ REQUEST_SIZE: Final = 100
 BULK_REQUEST: Final = 60 * 1024
 WARM_UP_REQUESTS: Final = 50
 WARM_UP_BULK: Final = 1024 * 1024
-READ_LIMIT: Final = 1024 * 1024
 """Longest answer line read from an agent (a profile report is a few kB)."""
 TOP: Final = 20
 
@@ -114,64 +107,16 @@ Figures = dict[str, list[float]]
 """Per figure, one value per repeat."""
 
 
-class BenchmarkError(KoriumError):
+class BenchmarkError(LabNodeError):
     """An agent failed, or the lab did not behave as the benchmark needs (wrong path)."""
 
 
-class Agent:
-    """One korium node in a lab host, driven over its stdin and stdout."""
-
-    def __init__(self, host: Host, process: asyncio.subprocess.Process) -> None:
-        self.host = host
-        self.process = process
-        self.identity = ""
-        self.address = f"{host.address}:{PORT}"
-
-    @classmethod
-    async def start(cls, host: Host) -> Agent:
-        """Start a node on *host*, bound to its address (default relay settings)."""
-        environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-        process = await host.run(sys.executable, str(AGENT), env=environment, limit=READ_LIMIT)
-        agent = cls(host, process)
-        info = await agent("start", bind=agent.address, advertise=host.address, relay={})
-        agent.identity = info["identity"]
-        return agent
-
-    async def __call__(self, op: str, **arguments: Any) -> dict[str, Any]:
-        """Run one operation; returns its answer without ``ok``."""
-        assert self.process.stdin is not None
-        assert self.process.stdout is not None
-        self.process.stdin.write((json.dumps({"op": op, **arguments}) + "\n").encode())
-        await self.process.stdin.drain()
-        line = await asyncio.wait_for(self.process.stdout.readline(), ANSWER_TIMEOUT)
-        if not line:
-            raise BenchmarkError(f"the agent on {self.host.name} died during {op}")
-        answer: dict[str, Any] = json.loads(line)
-        if not answer.pop("ok"):
-            raise BenchmarkError(f"{self.host.name} {op}: {answer['error']}")
-        return answer
-
-    async def stats(self) -> dict[str, float]:
-        """The node's ``stats()``."""
-        stats: dict[str, float] = (await self("stats"))["stats"]
-        return stats
+class Agent(LabNode):
+    """A lab node, with the CPU time the benchmark reads."""
 
     async def cpu(self) -> float:
-        """CPU seconds the agent's process has used."""
+        """CPU seconds the node's process has used."""
         return float((await self("cpu"))["cpu"])
-
-    async def path_to(self, other: Agent) -> str:
-        """``"direct"``, ``"relayed"`` or ``"none"``: the active path to *other*."""
-        return str((await self("path", peer=other.identity))["path"])
-
-    async def stop(self) -> None:
-        """Close the node and wait for its process (killed if it does not answer)."""
-        if self.process.returncode is None:
-            try:
-                await self("close")
-            except (BenchmarkError, TimeoutError, ConnectionError):
-                self.process.kill()
-            await self.process.wait()
 
 
 @dataclass

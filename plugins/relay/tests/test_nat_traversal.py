@@ -1,7 +1,7 @@
 """NAT traversal with real korium nodes behind real NATs (the NAT lab: network namespaces and
 nftables routers on this machine).
 
-Each node is a process in a lab host (``natlab_agent.py``), driven over its stdin/stdout.
+Each node is a process in a lab host (:class:`korium_relay.labnode.LabNode`).
 Topology, built afresh for each test (0.3 s; no conntrack state carries over): two public
 relays; two endpoint-independent NATs (``e1``,
 ``e2``), two symmetric ones (``s1``, ``s2``) and an unfiltered router (``open``), one host
@@ -12,58 +12,17 @@ the record: ``pytest -s``).
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
+from korium_relay.labnode import LabNode
 from korium_relay.natlab import Host, NatKind, NatLab, unavailable_reason
-
-AGENT = Path(__file__).with_name("natlab_agent.py")
-ANSWER_TIMEOUT = 90.0
-PORT = 4433
 
 pytestmark = [
     pytest.mark.skipif(unavailable_reason() is not None, reason=f"NAT lab: {unavailable_reason()}"),
     pytest.mark.timeout(300),
 ]
-
-
-class Agent:
-    """One korium node in a lab host."""
-
-    def __init__(self, host: Host, process: asyncio.subprocess.Process) -> None:
-        self.host = host
-        self.process = process
-        self.identity = ""
-        self.address = f"{host.address}:{PORT}"
-
-    async def __call__(self, op: str, **arguments: Any) -> dict[str, Any]:
-        assert self.process.stdin is not None
-        assert self.process.stdout is not None
-        self.process.stdin.write((json.dumps({"op": op, **arguments}) + "\n").encode())
-        await self.process.stdin.drain()
-        line = await asyncio.wait_for(self.process.stdout.readline(), ANSWER_TIMEOUT)
-        assert line, f"the agent on {self.host.name} died during {op}"
-        answer: dict[str, Any] = json.loads(line)
-        if not answer.pop("ok"):
-            raise AgentError(f"{self.host.name} {op}: {answer['error']}")
-        return answer
-
-    async def stop(self) -> None:
-        if self.process.returncode is None:
-            try:
-                await self("close")
-            except (AgentError, AssertionError, TimeoutError):
-                self.process.kill()
-            await self.process.wait()
-
-
-class AgentError(Exception):
-    pass
 
 
 @pytest.fixture
@@ -85,32 +44,26 @@ def lab() -> Iterator[dict[str, Host]]:
         yield hosts
 
 
-Start = Callable[..., Awaitable[Agent]]
+Start = Callable[..., Awaitable[LabNode]]
 
 
 @pytest.fixture
 async def start(lab: dict[str, Host]) -> AsyncIterator[Start]:
     """``await start("e1", **relay_settings)``: a node on that host; all stopped at teardown."""
-    agents: list[Agent] = []
-    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    nodes: list[LabNode] = []
 
-    async def make(name: str, paths: dict[str, Any] | None = None, **relay: Any) -> Agent:
-        host = lab[name]
-        process = await host.run(sys.executable, str(AGENT), env=environment)
-        agent = Agent(host, process)
-        agents.append(agent)
-        bind = f"{host.address}:{PORT}"
-        info = await agent("start", bind=bind, advertise=host.address, relay=relay, paths=paths)
-        agent.identity = info["identity"]
-        return agent
+    async def make(name: str, paths: dict[str, Any] | None = None, **relay: Any) -> LabNode:
+        node = await LabNode.start(lab[name], relay=relay, paths=paths)
+        nodes.append(node)
+        return node
 
     yield make
-    await asyncio.gather(*(agent.stop() for agent in agents))
+    await asyncio.gather(*(node.stop() for node in nodes))
 
 
 async def joined(
     start: Start, *names: str, paths: dict[str, Any] | None = None, **relay: Any
-) -> tuple[Agent, list[Agent]]:
+) -> tuple[LabNode, list[LabNode]]:
     """A public relay, and nodes on *names* that bootstrapped through it and configured NAT."""
     relay_node = await start("relay", paths=paths)
     nodes = [await start(name, paths=paths, **relay) for name in names]

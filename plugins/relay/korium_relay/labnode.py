@@ -1,16 +1,14 @@
-"""A korium node in a NAT lab host, driven by JSON lines on stdin (one answer line each).
+"""A korium node in a NAT lab host, driven over JSON lines (:class:`LabNode`).
 
-Run as ``python natlab_agent.py`` inside a lab namespace (``host.run(...)``). Operations:
-``start`` (bind, relay settings), ``bootstrap``, ``configure_nat``, ``connect``, ``path``,
-``requests`` (a request/response session, recording failures and the path of each request),
-``subscribe``/``publish``/``received``, ``stats``, ``close``. Every answer is
-``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``.
-
-For ``benchmarks/relay.py``: ``serve_sink`` (answer bulk requests with two bytes), ``rate`` and
-``bulk`` (timed sequential sessions that fail on the first wrong or failed request),
-``wait_path`` (poll the active path), ``watch``/``watched`` (when the path to a peer was first
-relayed, first direct, and when a connection to it first existed), ``cpu`` (this process's CPU
-time) and ``profile_start``/``profile_stop`` (cProfile of the event loop between the two calls).
+``LabNode.start(host)`` runs ``python -m korium_relay.labnode`` inside the host's namespace:
+a node with the DHT, GossipSub and relay plugins that reads one JSON command per line on stdin
+and answers one line on stdout, ``{"ok": true, ...}`` or ``{"ok": false, "error": "..."}``.
+Operations: ``start`` (bind, relay and path settings), ``bootstrap``, ``configure_nat``,
+``connect``, ``path``, ``requests`` (a request/response session, recording failures and the
+path each request left on), ``subscribe``/``publish``/``received``, ``stats``, ``close``; for
+``benchmarks/relay.py``: ``serve_sink``, ``rate`` and ``bulk`` (timed sequential sessions),
+``wait_path``, ``watch``/``watched`` (when the path to a peer was first relayed, first direct),
+``cpu`` and ``profile_start``/``profile_stop`` (cProfile of the event loop).
 """
 
 from __future__ import annotations
@@ -25,19 +23,22 @@ import pstats
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Self
 
 import korium_dht.plugin
 import korium_gossipsub.plugin
-import korium_relay.plugin
 
+import korium_relay.plugin
 from korium import Identity, Node, NodeConfig
 from korium.capabilities import PubSubMessage
+from korium.errors import KoriumError
 from korium.rpc.dispatch import RpcConfig
 from korium.transport.paths import PathConfig
 from korium.transport.smartsock import TransportConfig
+from korium_relay.natlab import Host
 
 PLUGINS = [korium_dht.plugin, korium_gossipsub.plugin, korium_relay.plugin]
+ANSWER_TIMEOUT = 600.0
 SINK_PROTOCOL = "korium-bench/sink/1"
 """Bulk requests go here: the answer is two bytes, so a transfer measures one direction."""
 SINK_REPLY = b"ok"
@@ -287,6 +288,82 @@ async def main() -> None:
         sys.stdout.flush()
         if operation == "close":
             break
+
+
+class LabNodeError(KoriumError):
+    """A lab node failed a command, or died."""
+
+
+class LabNode:
+    """The test's or benchmark's handle on one korium node running in a lab host."""
+
+    PORT = 4433
+
+    def __init__(self, host: Host, process: asyncio.subprocess.Process) -> None:
+        self.host = host
+        self.process = process
+        self.identity = ""
+        self.address = f"{host.address}:{self.PORT}"
+
+    @classmethod
+    async def start(
+        cls,
+        host: Host,
+        *,
+        relay: dict[str, Any] | None = None,
+        paths: dict[str, Any] | None = None,
+        answer_limit: int = 1024 * 1024,
+    ) -> Self:
+        """A node on *host*, bound to its address, with these relay and path settings."""
+        environment = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+        process = await host.run(
+            sys.executable, "-m", "korium_relay.labnode", env=environment, limit=answer_limit
+        )
+        node = cls(host, process)
+        try:
+            info = await node(
+                "start", bind=node.address, advertise=host.address, relay=relay or {}, paths=paths
+            )
+        except BaseException:
+            process.kill()
+            await process.wait()
+            raise
+        node.identity = info["identity"]
+        return node
+
+    async def __call__(
+        self, op: str, *, answer_timeout: float = ANSWER_TIMEOUT, **arguments: Any
+    ) -> dict[str, Any]:
+        """Run one command; its answer without ``ok`` (LabNodeError if it failed)."""
+        assert self.process.stdin is not None
+        assert self.process.stdout is not None
+        self.process.stdin.write((json.dumps({"op": op, **arguments}) + "\n").encode())
+        await self.process.stdin.drain()
+        line = await asyncio.wait_for(self.process.stdout.readline(), answer_timeout)
+        if not line:
+            raise LabNodeError(f"the node on {self.host.name} died during {op}")
+        answer: dict[str, Any] = json.loads(line)
+        if not answer.pop("ok"):
+            raise LabNodeError(f"{self.host.name} {op}: {answer['error']}")
+        return answer
+
+    async def stats(self) -> dict[str, float]:
+        """The node's ``stats()``."""
+        stats: dict[str, float] = (await self("stats"))["stats"]
+        return stats
+
+    async def path_to(self, other: LabNode) -> str:
+        """``"direct"``, ``"relayed"`` or ``"none"``: the active path to *other*."""
+        return str((await self("path", peer=other.identity))["path"])
+
+    async def stop(self) -> None:
+        """Close the node and wait for its process (killed if it does not answer)."""
+        if self.process.returncode is None:
+            try:
+                await self("close", answer_timeout=30.0)
+            except (LabNodeError, TimeoutError, ConnectionError):
+                self.process.kill()
+            await self.process.wait()
 
 
 if __name__ == "__main__":
