@@ -732,7 +732,8 @@ class RpcEndpoint(ServesProtocols):
         if conn is None or conn.closed:
             return None
         path = self.sock.paths.active_path(peer) if self.sock is not None else None
-        if path is not None:
-            return None if path.relayed else path.address
+        if path is not None and not path.relayed:
+            return path.address
+        # the last datagram's source, unless it came through a relay
         relayed = conn.remote_session is not None or is_smart_addr(conn.remote)
         return None if relayed else conn.remote
