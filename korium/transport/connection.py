@@ -112,9 +112,9 @@ class PeerConnection:
         """The direct addresses a dialled handshake was sent to."""
         return [path.address for path in self.dial_paths if not path.relayed]
 
-    def datagram_received(self, data: bytes, path: Path) -> None:
+    def datagram_received(self, data: bytes, source: Address, session: bytes | None) -> None:
         now = self._loop.time()
-        self.remote, self.remote_session = path.address, path.relay_session
+        self.remote, self.remote_session = source, session
         self.last_activity = now
         self.quic.receive_datagram(data, self.virtual, now)
         self._process_events()

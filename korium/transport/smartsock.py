@@ -166,34 +166,36 @@ class SmartSock(asyncio.DatagramProtocol):
     # -- receiving --------------------------------------------------------------------------
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        self._receive(data, Path((addr[0], addr[1])))
+        self._receive(data, (addr[0], addr[1]), None)
 
     def deliver_relayed(self, data: bytes, path: Path) -> None:
         """A datagram the relay plugin unwrapped from relay session ``path.relay_session``:
         handled as if it had arrived over *path* (QUIC and probes; not plugin frames)."""
         self.stats["relayed_datagrams"] += 1
-        self._receive(data, path)
+        self._receive(data, path.address, path.relay_session)
 
-    def _receive(self, data: bytes, path: Path) -> None:
+    def _receive(self, data: bytes, source: Address, session: bytes | None) -> None:
+        """Demultiplex one datagram from *source* (through relay *session*, if not None); a
+        Path is made only off the hot path of an established connection's packets."""
         if not data:
             self.stats["dropped_empty"] += 1
             return
         first = data[0]
         if first & 0x80:
-            self._receive_long_header(data, path)
+            self._receive_long_header(data, source, session)
             return
         conn = self._cids.get(data[1 : 1 + CONNECTION_ID_LENGTH])
         if conn is not None and first & 0x40:
-            self._deliver(conn, data, path)
+            self._deliver(conn, data, source, session)
             return
         magic = data[:4]
         if magic == probe.PROBE_MAGIC:
-            self._receive_probe(data, path)
+            self._receive_probe(data, Path(source, session))
             return
         frame_handler = self._frame_handlers.get(magic)
-        if frame_handler is not None and not path.relayed:
+        if frame_handler is not None and session is None:
             self.stats["frames"] += 1
-            frame_handler(data, path.address)
+            frame_handler(data, source)
         elif first & 0x40:
             self.stats["dropped_unknown_connection"] += 1
         else:
@@ -203,7 +205,7 @@ class SmartSock(asyncio.DatagramProtocol):
         self.stats["socket_errors"] += 1
         log.debug("socket error: %s", exc)
 
-    def _receive_long_header(self, data: bytes, path: Path) -> None:
+    def _receive_long_header(self, data: bytes, source: Address, session: bytes | None) -> None:
         try:
             header = pull_quic_header(Buffer(data=data), host_cid_length=CONNECTION_ID_LENGTH)
         except ValueError:
@@ -211,7 +213,7 @@ class SmartSock(asyncio.DatagramProtocol):
             return
         conn = self._cids.get(header.destination_cid)
         if conn is not None:
-            self._deliver(conn, data, path)
+            self._deliver(conn, data, source, session)
             return
         if (
             header.packet_type != QuicPacketType.INITIAL
@@ -233,13 +235,13 @@ class SmartSock(asyncio.DatagramProtocol):
         # address that never changes (changing it would look like a migration).
         virtual = (f"fd00:c0f1:ffff:ffff::{next(self._virtual) & 0xFFFF_FFFF:x}", 1)
         conn = PeerConnection(
-            self, quic, virtual=virtual, remote=path.address, dialed=False, handler=self.handler
+            self, quic, virtual=virtual, remote=source, dialed=False, handler=self.handler
         )
-        conn.remote_session = path.relay_session
+        conn.remote_session = session
         self.connections.add(conn)
         self._cids[header.destination_cid] = conn
         self._cids[quic.host_cid] = conn
-        self._deliver(conn, data, path)
+        self._deliver(conn, data, source, session)
         if conn.datagrams_sent == 0:
             # Nothing decrypted (a real Initial always gets at least an ACK back): garbage or
             # a spoofed flood. Forget it now rather than holding a slot for the idle timeout.
@@ -255,25 +257,28 @@ class SmartSock(asyncio.DatagramProtocol):
             self.stats["handshakes_timed_out"] += 1
             conn.abort("handshake timed out")
 
-    def _deliver(self, conn: PeerConnection, data: bytes, path: Path) -> None:
+    def _deliver(
+        self, conn: PeerConnection, data: bytes, source: Address, session: bytes | None
+    ) -> None:
         self.stats["quic_datagrams"] += 1
         peer = conn.peer
         if peer is not None and not conn.closed:
             now = self._loop.time()
             # the hot path: same path as before, liveness noted recently -> nothing to do
             if (
-                path.address != conn.remote
-                or path.relay_session != conn.remote_session
+                source != conn.remote
+                or session != conn.remote_session
                 or now - conn.traffic_noted >= TRAFFIC_NOTE_INTERVAL
             ):
                 conn.traffic_noted = now
+                path = Path(source, session)
                 if self.paths.active_path(peer) is None or not self.paths.has_candidate(peer, path):
                     # a new path for an authenticated peer: a candidate, proven by probes
                     self.paths.add_candidate(peer, path, now)
                     self._arm_probe_timer()
                 else:
                     self.paths.on_traffic(peer, path, now)
-        conn.datagram_received(data, path)
+        conn.datagram_received(data, source, session)
 
     def _receive_probe(self, data: bytes, path: Path) -> None:
         try:

@@ -462,20 +462,17 @@ class RelayService:
         """Talk to *relay* while this node needs it, so neither the RPC pool's idle close nor
         the NAT's mapping timeout ends the connection its sessions depend on."""
         try:
-            await self._ping_while_needed(relay)
+            while self._needs(relay):
+                await asyncio.sleep(self.settings.keepalive_interval)
+                if not self._needs(relay):
+                    return
+                try:
+                    await self.node.rpc.request(relay, wire.PROTOCOL, wire.encode(wire.Ack()))
+                except RpcError as exc:
+                    self.stats_counter["relay_keepalive_failed"] += 1
+                    log.info("relay %s did not answer: %s", relay.short, exc)
         finally:
             self._kept_alive.discard(relay)
-
-    async def _ping_while_needed(self, relay: Identity) -> None:
-        while self._needs(relay):
-            await asyncio.sleep(self.settings.keepalive_interval)
-            if not self._needs(relay):
-                return
-            try:
-                await self.node.rpc.request(relay, wire.PROTOCOL, wire.encode(wire.Ack()))
-            except RpcError as exc:
-                self.stats_counter["relay_keepalive_failed"] += 1
-                log.info("relay %s did not answer: %s", relay.short, exc)
 
     # -- signals and accepting ----------------------------------------------------------------
 

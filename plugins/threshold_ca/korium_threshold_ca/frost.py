@@ -276,7 +276,7 @@ def compute_challenge(group_commitment: bytes, group_public_key: bytes, message:
     return h2(group_commitment + group_public_key + message)
 
 
-def _lagrange(identifier: int, participants: Sequence[int]) -> int:
+def _lagrange(identifier: int, participants: Sequence[int], x: int = 0) -> int:
     if len(set(participants)) != len(participants):
         raise FrostError("the participant list names a signer twice")
     if identifier not in participants:
@@ -284,14 +284,15 @@ def _lagrange(identifier: int, participants: Sequence[int]) -> int:
     numerator = denominator = 1
     for other in participants:
         if other != identifier:
-            numerator = numerator * other % L
+            numerator = numerator * (other - x) % L
             denominator = denominator * (other - identifier) % L
     return numerator * pow(denominator, -1, L) % L
 
 
-def lagrange_coefficient(identifier: int, participants: Sequence[int]) -> bytes:
-    """Section 4.2 ``derive_interpolating_value`` at x = 0 (public values, Python integers)."""
-    return scalar_from_int(_lagrange(identifier, participants))
+def lagrange_coefficient(identifier: int, participants: Sequence[int], x: int = 0) -> bytes:
+    """Section 4.2 ``derive_interpolating_value``, at *x* (0: the secret's place; another x
+    evaluates the polynomial through the participants' points there, as a share check does)."""
+    return scalar_from_int(_lagrange(identifier, participants, x))
 
 
 @dataclass(frozen=True, slots=True)

@@ -88,6 +88,7 @@ class CaPublicKey:
     """``verifying_shares[i]`` checks the signature shares of ``signers[i]``."""
     ca_not_before: int
     """Unix time the CA certificate starts (agreed during the key ceremony)."""
+    _package: frost.PublicKeyPackage = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.signers) != self.config.n or len(self.verifying_shares) != self.config.n:
@@ -105,6 +106,9 @@ class CaPublicKey:
         except group.GroupError as exc:
             raise CaStateError(f"the CA public key holds an invalid point: {exc}") from None
         self._check_shares_consistent()
+        shares = {i + 1: share for i, share in enumerate(self.verifying_shares)}
+        package = frost.PublicKeyPackage(self.group_public_key, shares, self.config.k)
+        object.__setattr__(self, "_package", package)  # built and checked once
 
     def _check_shares_consistent(self) -> None:
         """The verifying shares lie on one polynomial of degree k-1 whose value at 0 is the
@@ -142,8 +146,7 @@ class CaPublicKey:
 
     def public_key_package(self) -> frost.PublicKeyPackage:
         """The FROST view: group key, verifying shares by identifier, threshold."""
-        shares = {i + 1: share for i, share in enumerate(self.verifying_shares)}
-        return frost.PublicKeyPackage(self.group_public_key, shares, self.config.k)
+        return self._package
 
     def ca_certificate_tbs(self) -> bytes:
         """The CA certificate's to-be-signed bytes: the same at every signer and requester."""
@@ -281,16 +284,11 @@ class SignerState:
 
 def _interpolate(points: dict[int, bytes], x: int) -> bytes:
     """The element at *x* of the polynomial (in the exponent) through *points*."""
-    terms = []
-    for i, element in points.items():
-        numerator = denominator = 1
-        for m in points:
-            if m != i:
-                numerator = numerator * (x - m) % group.L
-                denominator = denominator * (i - m) % group.L
-        coefficient = numerator * pow(denominator, -1, group.L) % group.L
-        terms.append(group.mul(group.scalar_from_int(coefficient), element))
-    return group.element_sum(terms)
+    participants = list(points)
+    return group.element_sum(
+        group.mul(frost.lagrange_coefficient(i, participants, x), element)
+        for i, element in points.items()
+    )
 
 
 def _derive_key(passphrase: str | bytes, salt: bytes, opslimit: int, memlimit: int) -> bytes:
